@@ -1,0 +1,546 @@
+//! The case model: one recorded unit of input and, where known, its recorded output.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::blob::Blob;
+use crate::id::{CaseId, ID_LEN};
+
+/// One recorded case: an HTTP exchange, a packet or a message, with where it came from.
+///
+/// The id is derived from the input (see [`Case::compute_id`]) and kept in step with it: the
+/// input can only be replaced through [`Case::set_data`]. Everything else (source, time, tags,
+/// flags) is metadata that does not change the id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    /// The stable id. Absent in hand-written JSONL, where import computes it.
+    #[serde(default)]
+    id: CaseId,
+    /// Where the case was recorded from.
+    #[serde(default)]
+    pub source: Source,
+    /// Capture time in nanoseconds since the Unix epoch, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ns: Option<i64>,
+    /// Free key/value tags (environment, route, language, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// What the recorder knew was wrong with this case.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<Flag>,
+    /// The recorded input, and output where known.
+    data: CaseData,
+}
+
+/// The kinds of case. The discriminant is the record kind byte of the corpus format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum CaseKind {
+    /// An HTTP exchange.
+    Http = 1,
+    /// A packet.
+    Packet = 2,
+    /// An opaque message.
+    Message = 3,
+}
+
+impl CaseKind {
+    /// Every kind, in kind-byte order.
+    pub const ALL: [CaseKind; 3] = [CaseKind::Http, CaseKind::Packet, CaseKind::Message];
+
+    /// The kind's name as written in manifests, filters and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            CaseKind::Http => "http",
+            CaseKind::Packet => "packet",
+            CaseKind::Message => "message",
+        }
+    }
+
+    /// The kind for a record kind byte.
+    pub fn from_byte(b: u8) -> Option<CaseKind> {
+        CaseKind::ALL.into_iter().find(|k| *k as u8 == b)
+    }
+
+    /// The kind for a name.
+    pub fn from_name(name: &str) -> Option<CaseKind> {
+        CaseKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// The recorded input (and output, where known) of a case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseData {
+    /// An HTTP exchange: a request and, where seen, its response.
+    Http(HttpExchange),
+    /// A packet from a capture.
+    Packet(Packet),
+    /// An opaque message with a content type.
+    Message(Message),
+}
+
+impl CaseData {
+    /// This data's kind.
+    pub fn kind(&self) -> CaseKind {
+        match self {
+            CaseData::Http(_) => CaseKind::Http,
+            CaseData::Packet(_) => CaseKind::Packet,
+            CaseData::Message(_) => CaseKind::Message,
+        }
+    }
+}
+
+/// Where a case was recorded from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Not known.
+    #[default]
+    Unknown,
+    /// A capture or other file, at a byte offset; `packet` is the 1-based packet number.
+    File {
+        /// The file as it was named to the recorder.
+        path: String,
+        /// Byte offset of the first record that contributed to the case.
+        offset: u64,
+        /// 1-based number of that packet in the file, where the file is a capture.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        packet: Option<u64>,
+    },
+    /// A recording proxy: connection number and the request's sequence on it.
+    Proxy {
+        /// Connection number, counted from 1 per proxy run.
+        connection: u64,
+        /// Request number on that connection, counted from 1.
+        sequence: u64,
+    },
+    /// A JSONL import: file and 1-based line.
+    Import {
+        /// The JSONL file.
+        path: String,
+        /// 1-based line number.
+        line: u64,
+    },
+    /// Made by a generator (sample corpora, tests).
+    Generated {
+        /// What made it.
+        by: String,
+    },
+}
+
+/// What a recorder knew was wrong with a case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flag {
+    /// The TCP stream had a hole inside this case; the bytes are missing, not invented.
+    TcpGap {
+        /// How many bytes the capture lost.
+        bytes_missing: u64,
+    },
+    /// A retransmission carried different bytes than the first copy (the first copy was kept).
+    RetransmitConflict,
+    /// The request body was cut at the recorder's size cap.
+    RequestTruncated {
+        /// Bytes kept.
+        kept: u64,
+    },
+    /// The response body was cut at the recorder's size cap, or the stream ended early.
+    ResponseTruncated {
+        /// Bytes kept.
+        kept: u64,
+    },
+    /// A request whose response was never seen.
+    NoResponse,
+    /// A response whose request was never seen.
+    NoRequest,
+    /// The packet was cut by the capture's snap length.
+    Snapped {
+        /// The packet's length on the wire.
+        original_len: u32,
+    },
+    /// The recorder had to guess or skip part of the input; the reason says what.
+    Malformed {
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// An HTTP request and, where seen, its response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpExchange {
+    /// The request.
+    pub request: HttpRequest,
+    /// Interim (1xx) responses, such as `100 Continue`, in the order seen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interim: Vec<HttpResponse>,
+    /// The final response, if one was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<HttpResponse>,
+}
+
+/// A header as it was on the wire: name in its original spelling, value as bytes.
+/// Serialised as a two-element array `[name, value]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header(pub String, pub Blob);
+
+impl Header {
+    /// A header from a name and a value.
+    pub fn new(name: impl Into<String>, value: impl Into<Blob>) -> Header {
+        Header(name.into(), value.into())
+    }
+}
+
+/// An HTTP request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRequest {
+    /// The method, as sent (`GET`, `POST`, ...).
+    pub method: String,
+    /// The request target, as sent (`/v1/chat/completions?x=1`).
+    pub target: String,
+    /// The protocol version, as sent (`HTTP/1.1`).
+    pub version: String,
+    /// Headers in wire order.
+    #[serde(default)]
+    pub headers: Vec<Header>,
+    /// The body as sent (still chunked or compressed if it was on the wire).
+    #[serde(default)]
+    pub body: Blob,
+    /// Trailer fields after a chunked body.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trailers: Vec<Header>,
+}
+
+impl Default for HttpRequest {
+    fn default() -> Self {
+        HttpRequest {
+            method: "GET".into(),
+            target: "/".into(),
+            version: "HTTP/1.1".into(),
+            headers: Vec::new(),
+            body: Blob::default(),
+            trailers: Vec::new(),
+        }
+    }
+}
+
+/// An HTTP response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpResponse {
+    /// The protocol version, as sent.
+    pub version: String,
+    /// The status code.
+    pub status: u16,
+    /// The reason phrase, as sent.
+    #[serde(default)]
+    pub reason: String,
+    /// Headers in wire order.
+    #[serde(default)]
+    pub headers: Vec<Header>,
+    /// The body as sent.
+    #[serde(default)]
+    pub body: Blob,
+    /// Trailer fields after a chunked body.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trailers: Vec<Header>,
+    /// For a streamed response: when each part of `body` arrived. Chunk `i` is
+    /// `body[chunks[i].at .. chunks[i+1].at]` (the last runs to the end of the body).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<ChunkMark>,
+}
+
+impl Default for HttpResponse {
+    fn default() -> Self {
+        HttpResponse {
+            version: "HTTP/1.1".into(),
+            status: 200,
+            reason: "OK".into(),
+            headers: Vec::new(),
+            body: Blob::default(),
+            trailers: Vec::new(),
+            chunks: Vec::new(),
+        }
+    }
+}
+
+impl HttpResponse {
+    /// The streamed chunks as `(time offset in ns, bytes)`, or the whole body as one chunk at
+    /// offset 0 when no timing was recorded. Marks that point past the body or backwards are
+    /// clamped, so this never panics on a hand-edited case.
+    pub fn chunk_slices(&self) -> Vec<(u64, &[u8])> {
+        let body = self.body.as_bytes();
+        if self.chunks.is_empty() {
+            return vec![(0, body)];
+        }
+        let mut out = Vec::with_capacity(self.chunks.len());
+        for (i, mark) in self.chunks.iter().enumerate() {
+            let start = (mark.at as usize).min(body.len());
+            let end = self
+                .chunks
+                .get(i + 1)
+                .map_or(body.len(), |next| (next.at as usize).min(body.len()))
+                .max(start);
+            out.push((mark.offset_ns, &body[start..end]));
+        }
+        out
+    }
+}
+
+/// When a part of a streamed body arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkMark {
+    /// Byte offset in the body where this chunk starts.
+    pub at: u64,
+    /// Nanoseconds after the request was sent (the case's `time_ns`) that the chunk arrived.
+    pub offset_ns: u64,
+}
+
+/// A packet from a capture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Packet {
+    /// The link type (a pcap `LINKTYPE_*` value: 1 Ethernet, 101 raw IP, 113 Linux SLL, ...).
+    pub link_type: u16,
+    /// The captured bytes, from the link-layer header on.
+    pub data: Blob,
+    /// The packet's length on the wire, if the capture cut it (snap length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_len: Option<u32>,
+    /// The capture interface (pcapng interface id), where there are several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<u32>,
+    /// The decoded flow, where the packet is TCP or UDP over IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<FlowKey>,
+}
+
+/// A transport flow: protocol and both endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowKey {
+    /// IP protocol number (6 TCP, 17 UDP, ...).
+    pub protocol: u8,
+    /// Source address.
+    pub src: IpAddr,
+    /// Source port (0 where the protocol has none).
+    pub src_port: u16,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Destination port.
+    pub dst_port: u16,
+}
+
+/// An opaque message: input bytes with a content type, and the recorded output if known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Message {
+    /// The input's media type (`application/json`, ...).
+    pub content_type: String,
+    /// The input bytes.
+    pub input: Blob,
+    /// What production answered, where recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<RecordedOutput>,
+}
+
+/// A recorded output of a message case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordedOutput {
+    /// The output's media type.
+    pub content_type: String,
+    /// The output bytes.
+    pub data: Blob,
+}
+
+impl Case {
+    /// A case for this data, with its id computed and no metadata.
+    pub fn new(data: CaseData) -> Case {
+        let id = compute_id(&data);
+        Case {
+            id,
+            source: Source::Unknown,
+            time_ns: None,
+            tags: BTreeMap::new(),
+            flags: Vec::new(),
+            data,
+        }
+    }
+
+    /// Sets where the case came from (builder style).
+    pub fn with_source(mut self, source: Source) -> Case {
+        self.source = source;
+        self
+    }
+
+    /// Sets the capture time in nanoseconds since the Unix epoch (builder style).
+    pub fn with_time_ns(mut self, time_ns: i64) -> Case {
+        self.time_ns = Some(time_ns);
+        self
+    }
+
+    /// Adds a tag (builder style).
+    pub fn with_tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Case {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds a flag unless an equal one is present (builder style).
+    pub fn with_flag(mut self, flag: Flag) -> Case {
+        self.add_flag(flag);
+        self
+    }
+
+    /// Adds a flag unless an equal one is present.
+    pub fn add_flag(&mut self, flag: Flag) {
+        if !self.flags.contains(&flag) {
+            self.flags.push(flag);
+        }
+    }
+
+    /// The id stored with the case.
+    pub fn id(&self) -> CaseId {
+        self.id
+    }
+
+    /// The recorded input and output.
+    pub fn data(&self) -> &CaseData {
+        &self.data
+    }
+
+    /// The kind of case.
+    pub fn kind(&self) -> CaseKind {
+        self.data.kind()
+    }
+
+    /// Replaces the data and recomputes the id.
+    pub fn set_data(&mut self, data: CaseData) {
+        self.id = compute_id(&data);
+        self.data = data;
+    }
+
+    /// Takes the data out of the case.
+    pub fn into_data(self) -> CaseData {
+        self.data
+    }
+
+    /// The id that the data hashes to. Equal to [`Case::id`] unless the stored id is damaged
+    /// or the case was read from JSON without one.
+    pub fn compute_id(&self) -> CaseId {
+        compute_id(&self.data)
+    }
+
+    /// Sets the id to the one the data hashes to (after reading JSON, where it may be absent).
+    pub fn refresh_id(&mut self) {
+        self.id = compute_id(&self.data);
+    }
+}
+
+/// Domain separation for case ids; bump the suffix if the canonical encoding changes.
+const ID_DOMAIN: &[u8] = b"replay.case.v1\0";
+
+/// The canonical input encoding described in `docs/corpus-format.md`, hashed with BLAKE3.
+fn compute_id(data: &CaseData) -> CaseId {
+    let mut h = blake3::Hasher::new();
+    h.update(ID_DOMAIN);
+    h.update(&[data.kind() as u8]);
+    let field = |h: &mut blake3::Hasher, bytes: &[u8]| {
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    let headers = |h: &mut blake3::Hasher, list: &[Header]| {
+        h.update(&(list.len() as u64).to_le_bytes());
+        for Header(name, value) in list {
+            field(h, name.as_bytes());
+            field(h, value.as_bytes());
+        }
+    };
+    match data {
+        CaseData::Http(x) => {
+            let r = &x.request;
+            field(&mut h, r.method.as_bytes());
+            field(&mut h, r.target.as_bytes());
+            field(&mut h, r.version.as_bytes());
+            headers(&mut h, &r.headers);
+            field(&mut h, r.body.as_bytes());
+            headers(&mut h, &r.trailers);
+        }
+        CaseData::Packet(p) => {
+            h.update(&p.link_type.to_le_bytes());
+            field(&mut h, p.data.as_bytes());
+        }
+        CaseData::Message(m) => {
+            field(&mut h, m.content_type.as_bytes());
+            field(&mut h, m.input.as_bytes());
+        }
+    }
+    let mut id = [0u8; ID_LEN];
+    id.copy_from_slice(&h.finalize().as_bytes()[..ID_LEN]);
+    CaseId(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(input: &str) -> CaseData {
+        CaseData::Message(Message {
+            content_type: "application/json".into(),
+            input: input.into(),
+            output: None,
+        })
+    }
+
+    #[test]
+    fn id_depends_on_input_only() {
+        let a = Case::new(msg("{}")).with_tag("env", "prod").with_time_ns(5);
+        let b = Case::new(msg("{}")).with_source(Source::Generated { by: "t".into() });
+        assert_eq!(a.id(), b.id());
+        assert_ne!(a.id(), Case::new(msg("{ }")).id());
+    }
+
+    #[test]
+    fn id_fields_do_not_run_together() {
+        let mk = |method: &str, target: &str| {
+            Case::new(CaseData::Http(HttpExchange {
+                request: HttpRequest {
+                    method: method.into(),
+                    target: target.into(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }))
+        };
+        assert_ne!(mk("GET", "/a").id(), mk("GET/", "a").id());
+    }
+
+    #[test]
+    fn id_is_pinned() {
+        // The id is part of the on-disk format: changing it orphans every baseline.
+        let id = Case::new(msg("{}")).id();
+        assert_eq!(id.to_hex(), include_str!("../tests/pinned_id.txt").trim());
+    }
+
+    #[test]
+    fn chunk_slices_clamp() {
+        let r = HttpResponse {
+            body: "abcdef".into(),
+            chunks: vec![
+                ChunkMark { at: 0, offset_ns: 1 },
+                ChunkMark { at: 4, offset_ns: 2 },
+                ChunkMark { at: 99, offset_ns: 3 },
+            ],
+            ..Default::default()
+        };
+        let got: Vec<_> = r.chunk_slices();
+        assert_eq!(got, vec![(1, &b"abcd"[..]), (2, &b"ef"[..]), (3, &b""[..])]);
+    }
+}

@@ -1,0 +1,181 @@
+//! The index: case id -> segment and offset, with the segment lengths it covers so that a
+//! stale index is noticed and brought up to date from the segments.
+
+use std::path::Path;
+
+use crate::frame::FORMAT_VERSION;
+
+/// The first eight bytes of the index file.
+pub const INDEX_MAGIC: [u8; 8] = *b"RPLYIDX\0";
+const HEADER_LEN: usize = 24;
+const SEGMENT_LEN: usize = 12;
+/// Length of one index entry on disk.
+pub const ENTRY_LEN: usize = 36;
+
+/// Where one record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// The record key (case id).
+    pub key: [u8; 16],
+    /// Segment sequence number.
+    pub segment: u32,
+    /// Offset of the record's frame header in the segment.
+    pub offset: u64,
+    /// Payload length.
+    pub len: u32,
+    /// Record kind.
+    pub kind: u8,
+}
+
+/// The index: every record's place, sorted by key, and how much of each segment it covers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Index {
+    /// `(segment sequence, bytes covered)`, ascending by sequence.
+    pub segments: Vec<(u32, u64)>,
+    /// Entries sorted by key, one per key.
+    pub entries: Vec<IndexEntry>,
+}
+
+impl Index {
+    /// Sorts the entries by key (keeping the first of equal keys) and returns how many
+    /// duplicates were dropped.
+    pub fn sort_dedup(&mut self) -> usize {
+        // Stable sort keeps segment order among equal keys, so the first written wins.
+        self.entries.sort_by(|a, b| a.key.cmp(&b.key));
+        let before = self.entries.len();
+        self.entries.dedup_by(|later, first| later.key == first.key);
+        before - self.entries.len()
+    }
+
+    /// The entry for a key.
+    pub fn get(&self, key: &[u8; 16]) -> Option<&IndexEntry> {
+        self.entries
+            .binary_search_by(|e| e.key.cmp(key))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+
+    /// Entries whose key's hex form starts with `prefix` (lowercase hex digits).
+    pub fn with_hex_prefix(&self, prefix: &str) -> Vec<&IndexEntry> {
+        // Keys are sorted bytewise, which is also the order of their hex forms.
+        let start = self.entries.partition_point(|e| hex::encode(e.key).as_str() < prefix);
+        self.entries[start..]
+            .iter()
+            .take_while(|e| hex::encode(e.key).starts_with(prefix))
+            .collect()
+    }
+
+    /// The bytes of the index file.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            HEADER_LEN + self.segments.len() * SEGMENT_LEN + self.entries.len() * ENTRY_LEN + 4,
+        );
+        out.extend_from_slice(&INDEX_MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(self.segments.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
+        for (seq, covered) in &self.segments {
+            out.extend_from_slice(&seq.to_le_bytes());
+            out.extend_from_slice(&covered.to_le_bytes());
+        }
+        for e in &self.entries {
+            out.extend_from_slice(&e.key);
+            out.extend_from_slice(&e.segment.to_le_bytes());
+            out.extend_from_slice(&e.offset.to_le_bytes());
+            out.extend_from_slice(&e.len.to_le_bytes());
+            out.extend_from_slice(&[e.kind, 0, 0, 0]);
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Parses an index file; the error says what is wrong and at which offset.
+    pub fn decode(bytes: &[u8]) -> Result<Index, IndexDecodeError> {
+        let err = |offset: usize, what: &str| IndexDecodeError { offset: offset as u64, what: what.to_string() };
+        if bytes.len() < HEADER_LEN + 4 {
+            return Err(err(bytes.len(), "file too short for the index header"));
+        }
+        let (body, trailer) = bytes.split_at(bytes.len() - 4);
+        let stored = u32::from_le_bytes(trailer.try_into().expect("4 bytes"));
+        if crc32c::crc32c(body) != stored {
+            return Err(err(body.len(), "checksum mismatch"));
+        }
+        if body[..8] != INDEX_MAGIC {
+            return Err(err(0, "not an index magic"));
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(body[o..o + 4].try_into().expect("4 bytes"));
+        let u64_at = |o: usize| u64::from_le_bytes(body[o..o + 8].try_into().expect("8 bytes"));
+        let version = u32_at(8);
+        if version != FORMAT_VERSION {
+            return Err(err(8, &format!("index format version {version}, expected {FORMAT_VERSION}")));
+        }
+        let nseg = u32_at(12) as u64;
+        let nent = u64_at(16);
+        let want = HEADER_LEN as u128 + nseg as u128 * SEGMENT_LEN as u128 + nent as u128 * ENTRY_LEN as u128;
+        if want != body.len() as u128 {
+            return Err(err(12, "counts do not match the file length"));
+        }
+        let mut idx = Index { segments: Vec::with_capacity(nseg as usize), entries: Vec::with_capacity(nent as usize) };
+        let mut o = HEADER_LEN;
+        for _ in 0..nseg {
+            idx.segments.push((u32_at(o), u64_at(o + 4)));
+            o += SEGMENT_LEN;
+        }
+        for _ in 0..nent {
+            idx.entries.push(IndexEntry {
+                key: body[o..o + 16].try_into().expect("16 bytes"),
+                segment: u32_at(o + 16),
+                offset: u64_at(o + 20),
+                len: u32_at(o + 28),
+                kind: body[o + 32],
+            });
+            o += ENTRY_LEN;
+        }
+        if idx.entries.windows(2).any(|w| w[0].key >= w[1].key) {
+            return Err(err(HEADER_LEN, "entries are not sorted by key"));
+        }
+        Ok(idx)
+    }
+}
+
+/// Why an index file was not used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexDecodeError {
+    /// Byte offset of the problem.
+    pub offset: u64,
+    /// What is wrong.
+    pub what: String,
+}
+
+impl IndexDecodeError {
+    /// The message with the file named.
+    pub fn describe(&self, path: &Path) -> String {
+        format!("{} at offset {} of {}", self.what, self.offset, path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_damage() {
+        let mut idx = Index { segments: vec![(1, 100), (2, 24)], entries: vec![] };
+        for k in [3u8, 1, 2, 1] {
+            idx.entries.push(IndexEntry { key: [k; 16], segment: 1, offset: k as u64 * 10, len: 5, kind: 2 });
+        }
+        assert_eq!(idx.sort_dedup(), 1);
+        assert_eq!(idx.get(&[1; 16]).unwrap().offset, 10);
+        let bytes = idx.encode();
+        assert_eq!(Index::decode(&bytes).unwrap(), idx);
+        for i in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            assert!(Index::decode(&b).is_err(), "bit {i} flip undetected");
+        }
+        assert!(Index::decode(&bytes[..bytes.len() - 1]).is_err());
+        assert_eq!(idx.with_hex_prefix("0202").len(), 1);
+        assert_eq!(idx.with_hex_prefix("0").len(), 3);
+    }
+}

@@ -1,0 +1,1110 @@
+//! The on-disk corpus: a directory of append-only segments, an index and a manifest.
+//!
+//! ```text
+//! CORPUS/
+//!   manifest.json        format, version, counts, recorder summaries
+//!   index.bin            case id -> segment and offset (derived; rebuilt when missing or stale)
+//!   lock                 held (flock) by the one writer
+//!   segments/00000001.seg  records, appended only
+//! ```
+//!
+//! [`Corpus`] reads (any number at once, no lock); [`CorpusWriter`] appends (one at a time).
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::case::{Case, CaseKind};
+use crate::error::{CorpusError, Problem};
+use crate::frame::{
+    self, MAX_PAYLOAD, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentEvent, SegmentReader,
+};
+use crate::id::CaseId;
+use crate::index::{Index, IndexEntry};
+use crate::manifest::{Counts, Manifest};
+
+/// The manifest's file name.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// The index's file name.
+pub const INDEX_FILE: &str = "index.bin";
+/// The writer lock's file name.
+pub const LOCK_FILE: &str = "lock";
+/// The folder of segment files.
+pub const SEGMENTS_DIR: &str = "segments";
+const COMPACT_DIR: &str = "compact.tmp";
+const COMMIT_FILE: &str = "COMMIT";
+
+/// The content type of a corpus of cases.
+pub const CONTENT_CASES: &str = "cases";
+
+/// One segment file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentFile {
+    /// Sequence number (from the name).
+    pub seq: u32,
+    /// The file.
+    pub path: PathBuf,
+    /// Its length when listed.
+    pub len: u64,
+}
+
+fn segment_name(seq: u32) -> String {
+    format!("{seq:08}.seg")
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<SegmentFile>, CorpusError> {
+    let seg_dir = dir.join(SEGMENTS_DIR);
+    let rd = match fs::read_dir(&seg_dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(CorpusError::io("list", &seg_dir)(e)),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(CorpusError::io("list", &seg_dir))?;
+        let name = entry.file_name();
+        let Some(seq) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".seg"))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let path = entry.path();
+        let len = entry.metadata().map_err(CorpusError::io("stat", &path))?.len();
+        out.push(SegmentFile { seq, path, len });
+    }
+    out.sort_by_key(|s| s.seq);
+    Ok(out)
+}
+
+/// Creates a new file readable and writable by its owner only (corpora hold production traffic).
+fn create_private(path: &Path) -> Result<File, CorpusError> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(CorpusError::io("create", path))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), CorpusError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(CorpusError::io("sync", dir))
+}
+
+/// Writes a file so that a crash leaves either the old or the new contents.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CorpusError> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = create_private(&tmp)?;
+    f.write_all(bytes).map_err(CorpusError::io("write", &tmp))?;
+    f.sync_all().map_err(CorpusError::io("sync", &tmp))?;
+    fs::rename(&tmp, path).map_err(CorpusError::io("rename into place", path))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+fn check_dir(dir: &Path) -> Result<(), CorpusError> {
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(CorpusError::NotACorpus { path: dir.to_path_buf() }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(CorpusError::NotFound { path: dir.to_path_buf() });
+        }
+        Err(e) => return Err(CorpusError::io("open", dir)(e)),
+    }
+    if !dir.join(MANIFEST_FILE).exists() {
+        return Err(CorpusError::NotACorpus { path: dir.to_path_buf() });
+    }
+    Ok(())
+}
+
+/// A corpus opened for reading. Any number of readers may read while one writer appends;
+/// a reader sees the bytes present when it started each segment.
+#[derive(Debug, Clone)]
+pub struct Corpus {
+    dir: PathBuf,
+    manifest: Manifest,
+    segments: Vec<SegmentFile>,
+}
+
+impl Corpus {
+    /// Opens a corpus directory for reading.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Corpus, CorpusError> {
+        let dir = dir.as_ref();
+        check_dir(dir)?;
+        let manifest = Manifest::load(&dir.join(MANIFEST_FILE))?;
+        if dir.join(COMPACT_DIR).join(COMMIT_FILE).exists() {
+            // Finishing a committed compaction needs the lock; take it if it is free.
+            let lock = Lock::acquire(dir).map_err(|e| match e {
+                CorpusError::Locked { .. } => CorpusError::CompactionPending { path: dir.to_path_buf() },
+                other => other,
+            })?;
+            finish_compaction(dir)?;
+            drop(lock);
+            return Corpus::open(dir);
+        }
+        let segments = list_segments(dir)?;
+        Ok(Corpus { dir: dir.to_path_buf(), manifest, segments })
+    }
+
+    /// The corpus directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The manifest as read at open.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The segment files as listed at open.
+    pub fn segments(&self) -> &[SegmentFile] {
+        &self.segments
+    }
+
+    /// Total bytes of the segment files.
+    pub fn segment_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+
+    /// Streams every record frame, in order, in constant memory.
+    pub fn records(&self) -> Records {
+        Records::new(self.segments.clone())
+    }
+
+    /// Streams every case, in order, in constant memory. Problems (corrupt or undecodable
+    /// records) come as `Err` items and reading goes on after them.
+    pub fn cases(&self) -> Cases {
+        Cases { records: self.records(), check_ids: false }
+    }
+
+    /// Like [`Corpus::cases`], and also checks that each case's input hashes to its id.
+    pub fn cases_checked(&self) -> Cases {
+        Cases { records: self.records(), check_ids: true }
+    }
+
+    /// The index, read from `index.bin` and brought up to date with the segments in memory
+    /// (a reader never writes it). Problems found on the way are returned with it.
+    pub fn index(&self) -> Result<(Index, Vec<Problem>), CorpusError> {
+        let mut problems = Vec::new();
+        let (index, _) = load_index(&self.dir, &self.segments, false, &mut problems)?;
+        Ok((index, problems))
+    }
+
+    /// Reads the case an index entry points at.
+    pub fn read_entry(&self, entry: &IndexEntry) -> Result<Case, Problem> {
+        let path = self.dir.join(SEGMENTS_DIR).join(segment_name(entry.segment));
+        let io_problem = |e: io::Error| Problem::Io {
+            path: path.clone(),
+            offset: entry.offset,
+            message: e.to_string(),
+        };
+        let file = File::open(&path).map_err(io_problem)?;
+        match frame::read_record_at(&file, entry.offset).map_err(io_problem)? {
+            Some((kind, key, payload)) => decode_case(&path, entry.offset, kind, key, &payload, false),
+            None => Err(Problem::Corrupt { path, offset: entry.offset, skipped: 0 }),
+        }
+    }
+
+    /// Fetches one case by id through the index.
+    pub fn get(&self, id: &CaseId) -> Result<Option<Case>, CorpusError> {
+        let (index, _) = self.index()?;
+        match index.get(id.as_bytes()) {
+            None => Ok(None),
+            Some(e) => self.read_entry(e).map(Some).map_err(|p| CorpusError::Io {
+                op: "read",
+                path: self.dir.clone(),
+                source: io::Error::other(p.to_string()),
+            }),
+        }
+    }
+}
+
+/// One item from [`Records`].
+#[derive(Debug)]
+pub enum RecordItem<'a> {
+    /// A record whose frame checks out.
+    Record {
+        /// The segment file.
+        path: &'a Path,
+        /// Segment sequence number.
+        segment: u32,
+        /// Offset of the frame.
+        offset: u64,
+        /// Record kind.
+        kind: u8,
+        /// Record key.
+        key: [u8; 16],
+        /// The payload.
+        payload: &'a [u8],
+    },
+    /// Something that is not a good record; reading goes on.
+    Problem(Problem),
+}
+
+/// A streaming reader over every segment's records.
+pub struct Records {
+    segments: Vec<SegmentFile>,
+    next: usize,
+    current: Option<(u32, SegmentReader)>,
+    done_bytes: u64,
+}
+
+impl Records {
+    fn new(segments: Vec<SegmentFile>) -> Records {
+        Records { segments, next: 0, current: None, done_bytes: 0 }
+    }
+
+    /// Bytes of segment files consumed so far (for progress bars).
+    pub fn bytes_read(&self) -> u64 {
+        self.done_bytes + self.current.as_ref().map_or(0, |(_, r)| r.position())
+    }
+
+    /// Total bytes of the segment files.
+    pub fn total_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+
+    /// The next item, or `None` when every segment has been read.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Option<RecordItem<'_>> {
+        let (offset, kind, key) = loop {
+            let Some((_, reader)) = &mut self.current else {
+                let seg = self.segments.get(self.next)?.clone();
+                self.next += 1;
+                match SegmentReader::open(&seg.path, None) {
+                    Ok(r) => self.current = Some((seg.seq, r)),
+                    Err(e) => {
+                        self.done_bytes += seg.len;
+                        return Some(RecordItem::Problem(Problem::Io {
+                            path: seg.path,
+                            offset: 0,
+                            message: e.to_string(),
+                        }));
+                    }
+                }
+                continue;
+            };
+            match reader.advance() {
+                None => {
+                    self.done_bytes += reader.len();
+                    self.current = None;
+                }
+                Some(Ok(SegmentEvent::Record { offset, kind, key })) => break (offset, kind, key),
+                Some(Ok(ev)) => {
+                    let p = event_problem(reader.path().to_path_buf(), ev, false);
+                    return Some(RecordItem::Problem(p));
+                }
+                Some(Err(e)) => {
+                    let path = reader.path().to_path_buf();
+                    let p = Problem::Io { path, offset: reader.position(), message: e.to_string() };
+                    return Some(RecordItem::Problem(p));
+                }
+            }
+        };
+        let (segment, reader) = self.current.as_ref().expect("set in the loop");
+        Some(RecordItem::Record {
+            path: reader.path(),
+            segment: *segment,
+            offset,
+            kind,
+            key,
+            payload: reader.payload(),
+        })
+    }
+}
+
+fn event_problem(path: PathBuf, ev: SegmentEvent, truncated: bool) -> Problem {
+    match ev {
+        SegmentEvent::Record { .. } => unreachable!("records are not problems"),
+        SegmentEvent::BadHeader(detail) => Problem::BadSegmentHeader { path, detail },
+        SegmentEvent::NewerVersion(v) => Problem::BadSegmentHeader {
+            path,
+            detail: format!(
+                "format version {v} is newer than this replay reads (up to {}); segment skipped",
+                frame::FORMAT_VERSION
+            ),
+        },
+        SegmentEvent::Corrupt { offset, skipped } => Problem::Corrupt { path, offset, skipped },
+        SegmentEvent::Tail { offset, bytes } => Problem::TornTail { path, offset, bytes, truncated },
+    }
+}
+
+fn decode_case(
+    path: &Path,
+    offset: u64,
+    kind: u8,
+    key: [u8; 16],
+    payload: &[u8],
+    check_id: bool,
+) -> Result<Case, Problem> {
+    let decode = |message: String| Problem::Decode { path: path.to_path_buf(), offset, message };
+    let case: Case = rmp_serde::from_slice(payload).map_err(|e| decode(e.to_string()))?;
+    if case.kind() as u8 != kind {
+        return Err(decode(format!("frame kind {kind} but the case is a {} case", case.kind().name())));
+    }
+    let stored = CaseId(key);
+    let computed = if check_id { case.compute_id() } else { case.id() };
+    if computed != stored {
+        return Err(Problem::IdMismatch { path: path.to_path_buf(), offset, stored, computed });
+    }
+    Ok(case)
+}
+
+/// A streaming iterator of cases; see [`Corpus::cases`].
+pub struct Cases {
+    records: Records,
+    check_ids: bool,
+}
+
+impl Cases {
+    /// Bytes of segment files consumed so far (for progress bars).
+    pub fn bytes_read(&self) -> u64 {
+        self.records.bytes_read()
+    }
+
+    /// Total bytes of the segment files.
+    pub fn total_bytes(&self) -> u64 {
+        self.records.total_bytes()
+    }
+}
+
+impl Iterator for Cases {
+    type Item = Result<Case, Problem>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(match self.records.next()? {
+            RecordItem::Problem(p) => Err(p),
+            RecordItem::Record { path, offset, kind, key, payload, .. } => {
+                decode_case(path, offset, kind, key, payload, self.check_ids)
+            }
+        })
+    }
+}
+
+/// Reads `index.bin` and reconciles it with the segments: returns the up-to-date index and each
+/// segment's covered length. A writer (`fix_tail`) truncates a torn tail of the last segment.
+fn load_index(
+    dir: &Path,
+    segments: &[SegmentFile],
+    fix_tail: bool,
+    problems: &mut Vec<Problem>,
+) -> Result<(Index, BTreeMap<u32, u64>), CorpusError> {
+    let path = dir.join(INDEX_FILE);
+    let stored = match fs::read(&path) {
+        Ok(bytes) => match Index::decode(&bytes) {
+            Ok(idx) => Some(idx),
+            Err(e) => {
+                problems.push(Problem::IndexCorrupt { path: path.clone(), detail: e.describe(&path) });
+                None
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(CorpusError::io("read", &path)(e)),
+    };
+    // Keep the stored index only if every segment it covers is still there, at least as long,
+    // and any new segment comes after the ones it knows.
+    let usable = stored.filter(|idx| {
+        let max_known = idx.segments.iter().map(|s| s.0).max().unwrap_or(0);
+        idx.segments.iter().all(|&(seq, covered)| {
+            segments.iter().any(|s| s.seq == seq && s.len >= covered)
+        }) && segments
+            .iter()
+            .all(|s| idx.segments.iter().any(|k| k.0 == s.seq) || s.seq > max_known)
+    });
+    let mut index = usable.unwrap_or_default();
+    let known: BTreeMap<u32, u64> = index.segments.iter().copied().collect();
+    let mut covered = BTreeMap::new();
+    let last = segments.last().map(|s| s.seq);
+    for seg in segments {
+        let from = known.get(&seg.seq).copied();
+        if from == Some(seg.len) {
+            covered.insert(seg.seq, seg.len);
+            continue;
+        }
+        let end = scan_segment(seg, from, fix_tail && Some(seg.seq) == last, &mut index, problems)?;
+        covered.insert(seg.seq, end);
+    }
+    index.sort_dedup();
+    index.segments = covered.iter().map(|(&s, &c)| (s, c)).collect();
+    Ok((index, covered))
+}
+
+/// Adds a segment's records (from `from`, or all) to the index; returns the covered length.
+fn scan_segment(
+    seg: &SegmentFile,
+    from: Option<u64>,
+    fix_tail: bool,
+    index: &mut Index,
+    problems: &mut Vec<Problem>,
+) -> Result<u64, CorpusError> {
+    let mut reader = SegmentReader::open(&seg.path, from).map_err(CorpusError::io("open", &seg.path))?;
+    let mut end = reader.len();
+    while let Some(ev) = reader.advance() {
+        match ev.map_err(CorpusError::io("read", &seg.path))? {
+            SegmentEvent::Record { offset, kind, key } => index.entries.push(IndexEntry {
+                key,
+                segment: seg.seq,
+                offset,
+                len: (reader.position() - offset - RECORD_HEADER_LEN as u64) as u32,
+                kind,
+            }),
+            SegmentEvent::Tail { offset, bytes } if fix_tail => {
+                let f = OpenOptions::new().write(true).open(&seg.path).map_err(CorpusError::io("open", &seg.path))?;
+                f.set_len(offset).map_err(CorpusError::io("truncate", &seg.path))?;
+                f.sync_all().map_err(CorpusError::io("sync", &seg.path))?;
+                end = offset;
+                problems.push(Problem::TornTail { path: seg.path.clone(), offset, bytes, truncated: true });
+            }
+            ev => problems.push(event_problem(seg.path.clone(), ev, false)),
+        }
+    }
+    Ok(end)
+}
+
+/// The writer lock: an exclusive `flock` on `CORPUS/lock`, released when dropped (or when the
+/// process dies, so a crashed writer never leaves a stale lock).
+struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    fn acquire(dir: &Path) -> Result<Lock, CorpusError> {
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(CorpusError::io("open", &path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(CorpusError::Locked {
+                    path,
+                    holder: (!holder.is_empty()).then(|| holder.to_string()),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(CorpusError::io("lock", &path)(e)),
+        }
+        // Say who holds it, for the error a second writer gets.
+        let _ = file.set_len(0);
+        let _ = file.seek(SeekFrom::Start(0));
+        let _ = writeln!(file, "pid {}", std::process::id());
+        Ok(Lock { _file: file })
+    }
+}
+
+/// How a writer writes.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// A segment is closed and a new one started when the next record would take it past this
+    /// many bytes (a single larger record gets a segment of its own).
+    pub segment_bytes: u64,
+    /// Data is flushed and `fsync`ed at least this often while appending (and always on close).
+    /// `None` syncs only on close.
+    pub sync_interval: Option<Duration>,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions { segment_bytes: 64 << 20, sync_interval: Some(Duration::from_secs(1)) }
+    }
+}
+
+struct OpenSegment {
+    seq: u32,
+    path: PathBuf,
+    out: BufWriter<File>,
+    len: u64,
+}
+
+/// What [`CorpusWriter::append`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// The case was written.
+    New,
+    /// A case with this id was already present; nothing was written.
+    Duplicate,
+}
+
+/// The one writer of a corpus. Holds the lock until [`CorpusWriter::close`] (or drop, which
+/// closes as well as it can).
+pub struct CorpusWriter {
+    dir: PathBuf,
+    manifest: Manifest,
+    entries: Vec<IndexEntry>,
+    keys: HashSet<[u8; 16]>,
+    lens: BTreeMap<u32, u64>,
+    seg: Option<OpenSegment>,
+    opts: WriterOptions,
+    last_sync: Instant,
+    scratch: Vec<u8>,
+    failed: bool,
+    closed: bool,
+    problems: Vec<Problem>,
+    _lock: Lock,
+}
+
+impl CorpusWriter {
+    /// Creates a new corpus of cases in `dir` (which must not exist or be empty).
+    pub fn create(dir: impl AsRef<Path>, opts: WriterOptions) -> Result<CorpusWriter, CorpusError> {
+        Self::create_with(dir.as_ref(), CONTENT_CASES, opts)
+    }
+
+    /// Creates a new store of records of some other content (`observations` for a run).
+    pub fn create_with(dir: &Path, content: &str, opts: WriterOptions) -> Result<CorpusWriter, CorpusError> {
+        match fs::read_dir(dir) {
+            Ok(mut rd) => {
+                if rd.next().is_some() {
+                    return Err(CorpusError::NotEmpty { path: dir.to_path_buf() });
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(CorpusError::io("create directory", dir))?;
+            }
+            Err(e) => return Err(CorpusError::io("open", dir)(e)),
+        }
+        let lock = Lock::acquire(dir)?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir.join(SEGMENTS_DIR))
+            .map_err(CorpusError::io("create directory", dir.join(SEGMENTS_DIR)))?;
+        let manifest = Manifest::new(content);
+        write_atomic(&dir.join(MANIFEST_FILE), &manifest_bytes(&manifest))?;
+        Self::open_locked(dir, lock, opts)
+    }
+
+    /// Opens an existing corpus to append. Recovers from a crash: a torn tail is truncated, a
+    /// stale or damaged index is rebuilt; what was found is in [`CorpusWriter::problems`].
+    pub fn open(dir: impl AsRef<Path>, opts: WriterOptions) -> Result<CorpusWriter, CorpusError> {
+        let dir = dir.as_ref();
+        check_dir(dir)?;
+        Manifest::load(&dir.join(MANIFEST_FILE))?;
+        let lock = Lock::acquire(dir)?;
+        Self::open_locked(dir, lock, opts)
+    }
+
+    /// Opens `dir` if it holds a corpus, or creates one there if it does not exist or is empty.
+    pub fn open_or_create(dir: impl AsRef<Path>, opts: WriterOptions) -> Result<CorpusWriter, CorpusError> {
+        let dir = dir.as_ref();
+        let empty = match fs::read_dir(dir) {
+            Ok(mut rd) => rd.next().is_none(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            Err(e) => return Err(CorpusError::io("open", dir)(e)),
+        };
+        if empty { Self::create(dir, opts) } else { Self::open(dir, opts) }
+    }
+
+    fn open_locked(dir: &Path, lock: Lock, opts: WriterOptions) -> Result<CorpusWriter, CorpusError> {
+        finish_compaction(dir)?;
+        let manifest = Manifest::load(&dir.join(MANIFEST_FILE))?;
+        let segments = list_segments(dir)?;
+        let mut problems = Vec::new();
+        let (index, lens) = load_index(dir, &segments, true, &mut problems)?;
+        let keys = index.entries.iter().map(|e| e.key).collect();
+        let mut w = CorpusWriter {
+            dir: dir.to_path_buf(),
+            manifest,
+            entries: index.entries,
+            keys,
+            lens,
+            seg: None,
+            opts,
+            last_sync: Instant::now(),
+            scratch: Vec::new(),
+            failed: false,
+            closed: false,
+            problems,
+            _lock: lock,
+        };
+        if let Some(last) = segments.last() {
+            let len = w.lens[&last.seq];
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&last.path)
+                .map_err(CorpusError::io("open", &last.path))?;
+            let mut out = BufWriter::with_capacity(256 * 1024, file);
+            out.seek(SeekFrom::Start(len)).map_err(CorpusError::io("seek", &last.path))?;
+            let mut seg = OpenSegment { seq: last.seq, path: last.path.clone(), out, len };
+            if len == 0 {
+                // A segment whose header was torn away: write it again.
+                seg.out
+                    .write_all(&frame::segment_header(seg.seq))
+                    .map_err(CorpusError::io("write", &seg.path))?;
+                seg.len = SEGMENT_HEADER_LEN;
+                w.lens.insert(seg.seq, seg.len);
+            }
+            w.seg = Some(seg);
+        }
+        w.recount();
+        Ok(w)
+    }
+
+    /// What was found and repaired when the corpus was opened.
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
+    }
+
+    /// The corpus directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether a case with this id is present.
+    pub fn contains(&self, id: &CaseId) -> bool {
+        self.keys.contains(id.as_bytes())
+    }
+
+    /// The number of cases present.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the corpus holds no case.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The manifest as it will be written on close.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Adds a recorder's summary to the manifest (written on close).
+    pub fn add_recording(&mut self, summary: serde_json::Value) {
+        self.manifest.recordings.push(summary);
+    }
+
+    /// Appends a case; a case whose id is present already is skipped and counted.
+    pub fn append(&mut self, case: &Case) -> Result<Appended, CorpusError> {
+        if self.keys.contains(case.id().as_bytes()) {
+            self.manifest.counts.duplicates_skipped += 1;
+            return Ok(Appended::Duplicate);
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let encoded = rmp_serde::encode::write_named(&mut scratch, case)
+            .map_err(|e| CorpusError::Encode { id: case.id(), message: e.to_string() });
+        let result = encoded.and_then(|()| self.append_record(case.kind() as u8, case.id().as_bytes(), &scratch));
+        self.scratch = scratch;
+        result
+    }
+
+    /// Appends a raw record (any content) under `key`, with the same framing and dedup.
+    pub fn append_record(&mut self, kind: u8, key: &[u8; 16], payload: &[u8]) -> Result<Appended, CorpusError> {
+        if self.failed {
+            return Err(CorpusError::Io {
+                op: "append to",
+                path: self.dir.clone(),
+                source: io::Error::other("an earlier write to this corpus failed"),
+            });
+        }
+        if self.keys.contains(key) {
+            self.manifest.counts.duplicates_skipped += 1;
+            return Ok(Appended::Duplicate);
+        }
+        if payload.len() > MAX_PAYLOAD as usize {
+            return Err(CorpusError::TooLarge { id: CaseId(*key), len: payload.len(), max: MAX_PAYLOAD });
+        }
+        let total = (RECORD_HEADER_LEN + payload.len()) as u64;
+        let roll = match &self.seg {
+            None => true,
+            Some(s) => s.len > SEGMENT_HEADER_LEN && s.len + total > self.opts.segment_bytes,
+        };
+        if roll {
+            self.roll()?;
+        }
+        let seg = self.seg.as_mut().expect("rolled");
+        let header = frame::record_header(kind, key, payload);
+        let written = seg.out.write_all(&header).and_then(|()| seg.out.write_all(payload));
+        if let Err(e) = written {
+            self.failed = true;
+            return Err(CorpusError::io("write", &seg.path)(e));
+        }
+        self.entries.push(IndexEntry { key: *key, segment: seg.seq, offset: seg.len, len: payload.len() as u32, kind });
+        seg.len += total;
+        self.lens.insert(seg.seq, seg.len);
+        self.keys.insert(*key);
+        let c = &mut self.manifest.counts;
+        c.records += 1;
+        c.payload_bytes += payload.len() as u64;
+        *c.by_kind.entry(kind_name(kind)).or_default() += 1;
+        if let Some(every) = self.opts.sync_interval {
+            if self.last_sync.elapsed() >= every {
+                self.sync()?;
+            }
+        }
+        Ok(Appended::New)
+    }
+
+    /// Flushes buffered records and `fsync`s the current segment.
+    pub fn sync(&mut self) -> Result<(), CorpusError> {
+        self.last_sync = Instant::now();
+        let Some(seg) = &mut self.seg else { return Ok(()) };
+        let r = seg.out.flush().and_then(|()| seg.out.get_ref().sync_data());
+        r.map_err(|e| {
+            self.failed = true;
+            CorpusError::io("sync", &seg.path)(e)
+        })
+    }
+
+    fn roll(&mut self) -> Result<(), CorpusError> {
+        if self.seg.is_some() {
+            self.sync()?;
+        }
+        let seq = self.lens.keys().next_back().map_or(1, |s| s + 1);
+        let path = self.dir.join(SEGMENTS_DIR).join(segment_name(seq));
+        let file = create_private(&path)?;
+        let mut out = BufWriter::with_capacity(256 * 1024, file);
+        out.write_all(&frame::segment_header(seq)).map_err(CorpusError::io("write", &path))?;
+        out.flush().map_err(CorpusError::io("write", &path))?;
+        sync_dir(&self.dir.join(SEGMENTS_DIR))?;
+        self.lens.insert(seq, SEGMENT_HEADER_LEN);
+        self.seg = Some(OpenSegment { seq, path, out, len: SEGMENT_HEADER_LEN });
+        Ok(())
+    }
+
+    fn recount(&mut self) {
+        let c = &mut self.manifest.counts;
+        let dups = c.duplicates_skipped;
+        *c = Counts { duplicates_skipped: dups, ..Counts::default() };
+        for e in &self.entries {
+            c.records += 1;
+            c.payload_bytes += e.len as u64;
+            *c.by_kind.entry(kind_name(e.kind)).or_default() += 1;
+        }
+        c.segments = self.lens.len() as u64;
+    }
+
+    fn finish(&mut self) -> Result<(), CorpusError> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        if let Some(seg) = &mut self.seg {
+            let r = seg.out.flush().and_then(|()| seg.out.get_ref().sync_all());
+            r.map_err(CorpusError::io("sync", &seg.path))?;
+        }
+        let mut index = Index {
+            segments: self.lens.iter().map(|(&s, &l)| (s, l)).collect(),
+            entries: std::mem::take(&mut self.entries),
+        };
+        index.sort_dedup();
+        write_atomic(&self.dir.join(INDEX_FILE), &index.encode())?;
+        self.entries = index.entries;
+        self.recount();
+        self.manifest.tool_version = env!("CARGO_PKG_VERSION").into();
+        write_atomic(&self.dir.join(MANIFEST_FILE), &manifest_bytes(&self.manifest))
+    }
+
+    /// Flushes, `fsync`s, writes the index and manifest, and releases the lock.
+    pub fn close(mut self) -> Result<Manifest, CorpusError> {
+        self.finish()?;
+        Ok(self.manifest.clone())
+    }
+
+    /// Rewrites the corpus into full segments, dropping bytes that are not good records, and
+    /// swaps it in so that a crash at any point leaves either the old or the new corpus.
+    pub fn compact(mut self) -> Result<CompactStats, CorpusError> {
+        self.finish()?;
+        let dir = self.dir.clone();
+        let old = list_segments(&dir)?;
+        let mut stats = CompactStats {
+            segments_before: old.len() as u64,
+            bytes_before: old.iter().map(|s| s.len).sum(),
+            ..CompactStats::default()
+        };
+        let tmp = dir.join(COMPACT_DIR);
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(CorpusError::io("remove", &tmp))?;
+        }
+        fs::DirBuilder::new().mode(0o700).create(&tmp).map_err(CorpusError::io("create directory", &tmp))?;
+        let first_new = old.last().map_or(1, |s| s.seq + 1);
+        let mut seq = first_new;
+        let mut out: Option<(PathBuf, BufWriter<File>, u64)> = None;
+        let mut index = Index::default();
+        let mut seen = HashSet::new();
+        let mut records = Records::new(old.clone());
+        let close_seg = |o: Option<(PathBuf, BufWriter<File>, u64)>, index: &mut Index, seq: u32| -> Result<(), CorpusError> {
+            if let Some((path, mut w, len)) = o {
+                w.flush().and_then(|()| w.get_ref().sync_all()).map_err(CorpusError::io("sync", &path))?;
+                index.segments.push((seq, len));
+            }
+            Ok(())
+        };
+        while let Some(item) = records.next() {
+            let RecordItem::Record { kind, key, payload, .. } = item else {
+                if let RecordItem::Problem(p) = item {
+                    self.problems.push(p);
+                }
+                continue;
+            };
+            if !seen.insert(key) {
+                stats.duplicates_dropped += 1;
+                continue;
+            }
+            let total = (RECORD_HEADER_LEN + payload.len()) as u64;
+            if out.as_ref().is_some_and(|o| o.2 > SEGMENT_HEADER_LEN && o.2 + total > self.opts.segment_bytes) {
+                close_seg(out.take(), &mut index, seq)?;
+                seq += 1;
+            }
+            if out.is_none() {
+                let path = tmp.join(segment_name(seq));
+                let mut w = BufWriter::with_capacity(256 * 1024, create_private(&path)?);
+                w.write_all(&frame::segment_header(seq)).map_err(CorpusError::io("write", &path))?;
+                out = Some((path, w, SEGMENT_HEADER_LEN));
+            }
+            let (path, w, len) = out.as_mut().expect("opened");
+            let header = frame::record_header(kind, &key, payload);
+            w.write_all(&header)
+                .and_then(|()| w.write_all(payload))
+                .map_err(CorpusError::io("write", path.as_path()))?;
+            index.entries.push(IndexEntry { key, segment: seq, offset: *len, len: payload.len() as u32, kind });
+            *len += total;
+            stats.records += 1;
+        }
+        close_seg(out.take(), &mut index, seq)?;
+        index.sort_dedup();
+        stats.segments_after = index.segments.len() as u64;
+        stats.bytes_after = index.segments.iter().map(|s| s.1).sum();
+        write_atomic(&tmp.join(INDEX_FILE), &index.encode())?;
+        self.entries = index.entries;
+        self.lens = index.segments.iter().copied().collect();
+        self.recount();
+        write_atomic(&tmp.join(MANIFEST_FILE), &manifest_bytes(&self.manifest))?;
+        sync_dir(&tmp)?;
+        write_atomic(&tmp.join(COMMIT_FILE), first_new.to_string().as_bytes())?;
+        self.seg = None;
+        finish_compaction(&dir)?;
+        stats.problems = std::mem::take(&mut self.problems);
+        Ok(stats)
+    }
+}
+
+impl Drop for CorpusWriter {
+    fn drop(&mut self) {
+        if !self.closed && !self.failed {
+            let _ = self.finish();
+        }
+    }
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Default)]
+pub struct CompactStats {
+    /// Records kept.
+    pub records: u64,
+    /// Records dropped because their key was present already.
+    pub duplicates_dropped: u64,
+    /// Segment files before.
+    pub segments_before: u64,
+    /// Segment files after.
+    pub segments_after: u64,
+    /// Segment bytes before.
+    pub bytes_before: u64,
+    /// Segment bytes after.
+    pub bytes_after: u64,
+    /// Damage found (and left behind) while copying.
+    pub problems: Vec<Problem>,
+}
+
+/// Finishes (or throws away) a compaction left by a crash. Idempotent; needs the lock.
+fn finish_compaction(dir: &Path) -> Result<(), CorpusError> {
+    let tmp = dir.join(COMPACT_DIR);
+    if !tmp.exists() {
+        return Ok(());
+    }
+    let commit = tmp.join(COMMIT_FILE);
+    let Ok(first_new) = fs::read_to_string(&commit) else {
+        // Never committed: the old segments are the corpus.
+        return fs::remove_dir_all(&tmp).map_err(CorpusError::io("remove", &tmp));
+    };
+    let first_new: u32 = first_new.trim().parse().map_err(|_| CorpusError::Io {
+        op: "read",
+        path: commit.clone(),
+        source: io::Error::other("not a segment number"),
+    })?;
+    let seg_dir = dir.join(SEGMENTS_DIR);
+    for entry in fs::read_dir(&tmp).map_err(CorpusError::io("list", &tmp))? {
+        let path = entry.map_err(CorpusError::io("list", &tmp))?.path();
+        if path.extension().is_some_and(|e| e == "seg") {
+            let to = seg_dir.join(path.file_name().expect("file name"));
+            fs::rename(&path, &to).map_err(CorpusError::io("move", &path))?;
+        }
+    }
+    sync_dir(&seg_dir)?;
+    for seg in list_segments(dir)? {
+        if seg.seq < first_new {
+            fs::remove_file(&seg.path).map_err(CorpusError::io("remove", &seg.path))?;
+        }
+    }
+    sync_dir(&seg_dir)?;
+    for name in [INDEX_FILE, MANIFEST_FILE] {
+        let from = tmp.join(name);
+        if from.exists() {
+            fs::rename(&from, dir.join(name)).map_err(CorpusError::io("move", &from))?;
+        }
+    }
+    sync_dir(dir)?;
+    fs::remove_file(&commit).map_err(CorpusError::io("remove", &commit))?;
+    fs::remove_dir_all(&tmp).map_err(CorpusError::io("remove", &tmp))?;
+    sync_dir(dir)
+}
+
+fn manifest_bytes(m: &Manifest) -> Vec<u8> {
+    let mut v = serde_json::to_vec_pretty(m).expect("a manifest always serialises");
+    v.push(b'\n');
+    v
+}
+
+/// The manifest name of a record kind byte.
+pub fn kind_name(kind: u8) -> String {
+    match CaseKind::from_byte(kind) {
+        Some(k) => k.name().to_string(),
+        None => format!("kind{kind}"),
+    }
+}
+
+/// The state of `index.bin` relative to the segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexStatus {
+    /// It covers exactly the segments as they are.
+    Fresh,
+    /// It is missing (rebuilt in memory when needed, written by the next writer).
+    Missing,
+    /// It covers less than the segments hold (a writer crashed or is still writing).
+    Stale,
+    /// It is damaged; what is wrong and where.
+    Corrupt(String),
+}
+
+/// What [`Corpus::verify`] found.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    /// Good records read.
+    pub records: u64,
+    /// Segment bytes read.
+    pub bytes: u64,
+    /// Every problem, in order.
+    pub problems: Vec<Problem>,
+    /// The index file's state.
+    pub index: IndexStatus,
+    /// Records the index (when fresh) places differently from the scan, or misses.
+    pub index_mismatches: u64,
+    /// Counts from the scan that differ from the manifest's (`field: manifest vs scan`).
+    pub manifest_mismatches: Vec<String>,
+}
+
+impl VerifyReport {
+    /// Whether nothing is damaged. A stale or missing index and stale manifest counts are the
+    /// normal state after a crash and are not damage: the next writer brings them up to date.
+    pub fn is_clean(&self) -> bool {
+        !self.problems.iter().any(Problem::is_damage)
+            && !matches!(self.index, IndexStatus::Corrupt(_))
+            && self.index_mismatches == 0
+    }
+}
+
+impl Corpus {
+    /// The state of `index.bin`.
+    pub fn index_status(&self) -> IndexStatus {
+        let path = self.dir.join(INDEX_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return IndexStatus::Missing,
+            Err(e) => return IndexStatus::Corrupt(format!("{}: {e}", path.display())),
+        };
+        match Index::decode(&bytes) {
+            Err(e) => IndexStatus::Corrupt(e.describe(&path)),
+            Ok(idx) => {
+                let now: Vec<(u32, u64)> = self.segments.iter().map(|s| (s.seq, s.len)).collect();
+                if idx.segments == now { IndexStatus::Fresh } else { IndexStatus::Stale }
+            }
+        }
+    }
+
+    /// Reads every record, checks every checksum, decodes every case and checks that its input
+    /// hashes to its id; checks the index against the records and the manifest's counts.
+    /// `progress` is called now and then with the bytes read so far. Changes nothing.
+    pub fn verify(&self, mut progress: impl FnMut(u64)) -> VerifyReport {
+        let status = self.index_status();
+        let stored_index = match status {
+            IndexStatus::Fresh => fs::read(self.dir.join(INDEX_FILE)).ok().and_then(|b| Index::decode(&b).ok()),
+            _ => None,
+        };
+        let mut report = VerifyReport {
+            records: 0,
+            bytes: self.segment_bytes(),
+            problems: Vec::new(),
+            index: status,
+            index_mismatches: 0,
+            manifest_mismatches: Vec::new(),
+        };
+        let mut counts = Counts { segments: self.segments.len() as u64, ..Counts::default() };
+        let mut seen = HashSet::new();
+        let mut records = self.records();
+        let mut n = 0u64;
+        while let Some(item) = records.next() {
+            n += 1;
+            let (path, segment, offset, kind, key, payload) = match item {
+                RecordItem::Problem(p) => {
+                    report.problems.push(p);
+                    continue;
+                }
+                RecordItem::Record { path, segment, offset, kind, key, payload } => {
+                    (path, segment, offset, kind, key, payload)
+                }
+            };
+            if let Err(p) = decode_case(path, offset, kind, key, payload, true) {
+                report.problems.push(p);
+            }
+            if !seen.insert(key) {
+                // A second copy of a key is ignored by readers of the index; only compaction
+                // drops it from the segments.
+                continue;
+            }
+            report.records += 1;
+            counts.records += 1;
+            counts.payload_bytes += payload.len() as u64;
+            *counts.by_kind.entry(kind_name(kind)).or_default() += 1;
+            if let Some(idx) = &stored_index {
+                if idx.get(&key).is_none_or(|e| e.segment != segment || e.offset != offset) {
+                    report.index_mismatches += 1;
+                }
+            }
+            if n % 1024 == 0 {
+                progress(records.bytes_read());
+            }
+        }
+        if let Some(idx) = &stored_index {
+            report.index_mismatches += (idx.entries.len() as u64).saturating_sub(report.records);
+        }
+        let m = &self.manifest.counts;
+        let mut differ = |field: &str, manifest: String, scan: String| {
+            if manifest != scan {
+                report.manifest_mismatches.push(format!("{field}: manifest {manifest}, segments {scan}"));
+            }
+        };
+        differ("records", m.records.to_string(), counts.records.to_string());
+        differ("payload_bytes", m.payload_bytes.to_string(), counts.payload_bytes.to_string());
+        differ("by_kind", format!("{:?}", m.by_kind), format!("{:?}", counts.by_kind));
+        differ("segments", m.segments.to_string(), counts.segments.to_string());
+        progress(report.bytes);
+        report
+    }
+}

@@ -1,0 +1,99 @@
+/*!
+The `replay` command line: parsing, printing and exit codes. The work itself lives in the
+`corpora`, `recorders` and `harness` crates; this crate only calls into them.
+*/
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+mod corpus_cmd;
+pub mod exit_codes;
+mod output;
+
+use output::Ui;
+
+/// Record real traffic, replay it against two or more builds, and diff what they answer.
+#[derive(Debug, Parser)]
+#[command(name = "replay", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Print no progress bars and no summaries on stderr (warnings and errors still show).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect, check, export, import and compact a corpus.
+    Corpus {
+        /// The corpus directory.
+        #[arg(long, short = 'c', env = "REPLAY_CORPUS", value_name = "DIR", global = true)]
+        corpus: Option<PathBuf>,
+
+        /// What to do with it.
+        #[command(subcommand)]
+        action: corpus_cmd::CorpusAction,
+    },
+}
+
+/// Runs the command line and returns the process exit code (see [`exit_codes`]).
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { exit_codes::INPUT_ERROR } else { exit_codes::OK };
+        }
+    };
+    let ui = Ui::new(cli.quiet);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli, &ui)));
+    match result {
+        Ok(Ok(code)) => code,
+        Ok(Err(err)) => report_error(&err),
+        Err(_) => {
+            eprintln!("error: internal failure (a bug in replay); please report it with the command line");
+            exit_codes::INTERNAL
+        }
+    }
+}
+
+fn run(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Corpus { corpus, action } => corpus_cmd::run(corpus, action, ui),
+    }
+}
+
+/// Prints an error with its causes, the way ripgrep does, and picks the exit code. A broken
+/// pipe (`replay ... | head`) is not an error.
+fn report_error(err: &anyhow::Error) -> i32 {
+    for cause in err.chain() {
+        if let Some(io) = cause.downcast_ref::<io::Error>() {
+            if io.kind() == io::ErrorKind::BrokenPipe {
+                return exit_codes::OK;
+            }
+        }
+    }
+    let mut stderr = io::stderr().lock();
+    let _ = write!(stderr, "error: {err}");
+    for cause in err.chain().skip(1) {
+        let _ = write!(stderr, ": {cause}");
+    }
+    let _ = writeln!(stderr);
+    if err.chain().any(|c| c.is::<exit_codes::Internal>()) {
+        exit_codes::INTERNAL
+    } else {
+        exit_codes::INPUT_ERROR
+    }
+}
+
+/// Whether progress bars may be drawn: only when stdout is a terminal (so that piped or
+/// redirected output never carries them) and not `--quiet`.
+pub(crate) fn progress_allowed(quiet: bool) -> bool {
+    !quiet && io::stdout().is_terminal() && io::stderr().is_terminal()
+}

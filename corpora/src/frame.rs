@@ -57,6 +57,9 @@ pub fn parse_segment_header(h: &[u8; SEGMENT_HEADER_LEN as usize]) -> SegmentHea
     if h[..8] != SEGMENT_MAGIC {
         return SegmentHeader::Damaged("not a segment magic".into());
     }
+    if h[20..24] != [0, 0, 0, 0] {
+        return SegmentHeader::Damaged("reserved bytes 20..24 are not zero".into());
+    }
     SegmentHeader::Ok {
         version: u32::from_le_bytes(h[8..12].try_into().expect("4 bytes")),
         seq: u32::from_le_bytes(h[12..16].try_into().expect("4 bytes")),
@@ -295,10 +298,63 @@ impl SegmentReader {
             None => {
                 self.state = State::Done;
                 self.pos = self.len;
-                Ok(SegmentEvent::Tail { offset: at, bytes: self.len - at })
+                let bytes = self.len - at;
+                if looks_torn(&self.file, at, self.len)? {
+                    Ok(SegmentEvent::Tail { offset: at, bytes })
+                } else {
+                    Ok(SegmentEvent::Corrupt { offset: at, skipped: bytes })
+                }
             }
         }
     }
+}
+
+/// Whether the bytes from `at` to the end look like a write cut off by a crash rather than
+/// damage. A crash only cuts bytes off, or leaves zeros where the file grew before its data
+/// reached the disk; it never alters bytes. So the tail is torn when it is all zeros, or when it
+/// is shorter than the frame it starts declares (and is not that frame with a damaged length).
+fn looks_torn(file: &File, at: u64, len: u64) -> io::Result<bool> {
+    let n = (len - at) as usize;
+    let mut region = vec![0u8; n.min(RECORD_HEADER_LEN)];
+    file.read_exact_at(&mut region, at)?;
+    if n <= RECORD_HEADER_LEN && region.iter().all(|&b| b == 0) {
+        return Ok(true);
+    }
+    let magic_len = region.len().min(4);
+    if region[..magic_len] != RECORD_MAGIC[..magic_len] {
+        return Ok(region.iter().all(|&b| b == 0) && zeros_from(file, at, len)?);
+    }
+    if n < RECORD_HEADER_LEN {
+        return Ok(true);
+    }
+    let h: [u8; RECORD_HEADER_LEN] = region.try_into().expect("32 bytes");
+    let declared = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes")) as u64;
+    if RECORD_HEADER_LEN as u64 + declared <= n as u64 {
+        // The whole declared frame is there, and it is not valid: damage.
+        return Ok(false);
+    }
+    // Cut short, unless the frame is complete with a damaged length field: then the CRC
+    // matches with the length the bytes actually have.
+    let actual = (n - RECORD_HEADER_LEN) as u32;
+    let mut fixed = h;
+    fixed[4..8].copy_from_slice(&actual.to_le_bytes());
+    let mut payload = vec![0u8; actual as usize];
+    file.read_exact_at(&mut payload, at + RECORD_HEADER_LEN as u64)?;
+    Ok(!crc_ok(&fixed, &payload))
+}
+
+fn zeros_from(file: &File, at: u64, len: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut off = at;
+    while off < len {
+        let k = ((len - off) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..k], off)?;
+        if buf[..k].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        off += k as u64;
+    }
+    Ok(true)
 }
 
 /// If a complete, valid record starts at `off` (and ends by `len`), its total length.

@@ -1,0 +1,611 @@
+//! The on-disk corpus under crashes, damage, concurrency and arbitrary content.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use corpora::frame::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use corpora::{
+    Appended, Blob, Case, CaseData, ChunkMark, Corpus, CorpusError, CorpusWriter, Flag, FlowKey,
+    Header, HttpExchange, HttpRequest, HttpResponse, IndexStatus, Message, Packet, Problem,
+    RecordedOutput, Source, WriterOptions, jsonl,
+};
+use proptest::prelude::*;
+
+fn opts() -> WriterOptions {
+    WriterOptions { segment_bytes: 64 << 20, sync_interval: None }
+}
+
+fn message(i: usize, len: usize) -> Case {
+    let input: String = format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(len));
+    Case::new(CaseData::Message(Message {
+        content_type: "application/json".into(),
+        input: input.into(),
+        output: Some(RecordedOutput { content_type: "text/plain".into(), data: Blob(vec![i as u8; 3]) }),
+    }))
+    .with_tag("i", i.to_string())
+}
+
+fn write_corpus(dir: &Path, cases: &[Case], opts: WriterOptions) {
+    let mut w = CorpusWriter::create(dir, opts).unwrap();
+    for c in cases {
+        assert_eq!(w.append(c).unwrap(), Appended::New);
+    }
+    w.close().unwrap();
+}
+
+fn read_all(dir: &Path) -> (Vec<Case>, Vec<Problem>) {
+    let corpus = Corpus::open(dir).unwrap();
+    let mut cases = Vec::new();
+    let mut problems = Vec::new();
+    for item in corpus.cases() {
+        match item {
+            Ok(c) => cases.push(c),
+            Err(p) => problems.push(p),
+        }
+    }
+    (cases, problems)
+}
+
+fn only_segment(dir: &Path) -> PathBuf {
+    let segs: Vec<_> = fs::read_dir(dir.join("segments")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(segs.len(), 1);
+    segs[0].clone()
+}
+
+/// Offsets at which each record starts, and the end of the last.
+fn record_bounds(cases: &[Case]) -> Vec<u64> {
+    let mut at = SEGMENT_HEADER_LEN;
+    let mut out = vec![at];
+    for c in cases {
+        at += (RECORD_HEADER_LEN + rmp_serde::to_vec_named(c).unwrap().len()) as u64;
+        out.push(at);
+    }
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to.join("segments")).unwrap();
+    for name in ["manifest.json", "index.bin"] {
+        if from.join(name).exists() {
+            fs::copy(from.join(name), to.join(name)).unwrap();
+        }
+    }
+    for e in fs::read_dir(from.join("segments")).unwrap() {
+        let p = e.unwrap().path();
+        fs::copy(&p, to.join("segments").join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn truncation_at_every_byte_keeps_exactly_the_complete_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let cases: Vec<Case> = (0..4).map(|i| message(i, 20 + i * 7)).collect();
+    write_corpus(&base, &cases, opts());
+    let bounds = record_bounds(&cases);
+    let seg = only_segment(&base);
+    let full = fs::read(&seg).unwrap();
+    assert_eq!(full.len() as u64, *bounds.last().unwrap());
+    let extra = message(99, 5);
+    for cut in 0..=full.len() as u64 {
+        let dir = tmp.path().join(format!("cut{cut}"));
+        copy_dir(&base, &dir);
+        fs::remove_file(dir.join("index.bin")).ok();
+        let seg_copy = only_segment(&dir);
+        fs::write(&seg_copy, &full[..cut as usize]).unwrap();
+        let complete = bounds.iter().skip(1).filter(|&&end| end <= cut).count();
+
+        // A reader sees exactly the complete records, and a torn tail (not damage) if any.
+        let (got, problems) = read_all(&dir);
+        assert_eq!(got, cases[..complete], "cut at {cut}");
+        let at_boundary = cut == 0 || bounds.contains(&cut);
+        assert_eq!(problems.len(), usize::from(!at_boundary), "cut at {cut}: {problems:?}");
+        for p in &problems {
+            assert!(matches!(p, Problem::TornTail { .. }), "cut at {cut}: {p}");
+            assert!(!p.is_damage());
+        }
+
+        // A writer truncates the torn tail, says where, and appending works again.
+        let mut w = CorpusWriter::open(&dir, opts()).unwrap();
+        if !at_boundary {
+            let offset = if cut < SEGMENT_HEADER_LEN { 0 } else { bounds[complete] };
+            assert!(
+                matches!(w.problems(), [Problem::TornTail { offset: o, truncated: true, .. }] if *o == offset),
+                "cut at {cut}: {:?}",
+                w.problems()
+            );
+            assert!(w.problems()[0].to_string().contains(&format!("offset {offset}")));
+        }
+        assert_eq!(w.len(), complete);
+        w.append(&extra).unwrap();
+        w.close().unwrap();
+        let (got, problems) = read_all(&dir);
+        assert!(problems.is_empty(), "cut at {cut}: {problems:?}");
+        let mut want = cases[..complete].to_vec();
+        want.push(extra.clone());
+        assert_eq!(got, want, "cut at {cut}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn truncated_index_is_detected_and_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let cases: Vec<Case> = (0..5).map(|i| message(i, 10)).collect();
+    write_corpus(&base, &cases, opts());
+    let index = fs::read(base.join("index.bin")).unwrap();
+    for cut in 0..index.len() {
+        fs::write(base.join("index.bin"), &index[..cut]).unwrap();
+        let corpus = Corpus::open(&base).unwrap();
+        assert!(matches!(corpus.index_status(), IndexStatus::Corrupt(_)), "cut {cut}");
+        let (idx, problems) = corpus.index().unwrap();
+        assert_eq!(idx.entries.len(), 5);
+        assert!(matches!(&problems[..], [Problem::IndexCorrupt { .. }]), "cut {cut}");
+        assert_eq!(corpus.get(&cases[3].id()).unwrap().as_ref(), Some(&cases[3]));
+    }
+    // A writer rewrites it.
+    CorpusWriter::open(&base, opts()).unwrap().close().unwrap();
+    assert_eq!(Corpus::open(&base).unwrap().index_status(), IndexStatus::Fresh);
+}
+
+#[test]
+fn every_single_bit_flip_is_detected_with_its_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let cases: Vec<Case> = (0..3).map(|i| message(i, 8)).collect();
+    write_corpus(&base, &cases, opts());
+    let bounds = record_bounds(&cases);
+    let seg = only_segment(&base);
+    let full = fs::read(&seg).unwrap();
+    for bit in 0..full.len() * 8 {
+        let byte = (bit / 8) as u64;
+        let mut damaged = full.clone();
+        damaged[bit / 8] ^= 1 << (bit % 8);
+        fs::write(&seg, &damaged).unwrap();
+        let (got, problems) = read_all(&base);
+        assert_eq!(problems.len(), 1, "bit {bit}: {problems:?}");
+        let p = &problems[0];
+        assert!(p.is_damage(), "bit {bit}: {p}");
+        if byte < SEGMENT_HEADER_LEN {
+            assert!(matches!(p, Problem::BadSegmentHeader { .. }), "bit {bit}: {p}");
+            assert_eq!(got, cases, "bit {bit}: a damaged header loses no record");
+        } else {
+            let hit = bounds.iter().rposition(|&b| b <= byte).unwrap();
+            let start = bounds[hit];
+            assert!(
+                matches!(p, Problem::Corrupt { offset, skipped, .. } if *offset == start && *skipped == bounds[hit + 1] - start),
+                "bit {bit} in record {hit} at {start}: {p}"
+            );
+            assert!(p.to_string().contains(&format!("offset {start}")));
+            let mut want = cases.clone();
+            want.remove(hit);
+            assert_eq!(got, want, "bit {bit}: only the damaged record is lost");
+        }
+    }
+    fs::write(&seg, &full).unwrap();
+}
+
+#[test]
+fn corrupt_record_in_the_middle_is_skipped_and_appending_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let cases: Vec<Case> = (0..3).map(|i| message(i, 100)).collect();
+    write_corpus(&dir, &cases, opts());
+    let bounds = record_bounds(&cases);
+    let seg = only_segment(&dir);
+    let mut bytes = fs::read(&seg).unwrap();
+    // Overwrite the whole middle record's frame header with garbage.
+    for b in &mut bytes[bounds[1] as usize..bounds[1] as usize + 40] {
+        *b = 0xAB;
+    }
+    fs::write(&seg, &bytes).unwrap();
+    fs::remove_file(dir.join("index.bin")).unwrap();
+    let mut w = CorpusWriter::open(&dir, opts()).unwrap();
+    assert!(matches!(w.problems(), [Problem::Corrupt { offset, .. }] if *offset == bounds[1]));
+    // The lost case can be appended again: its id is no longer present.
+    assert_eq!(w.append(&cases[1]).unwrap(), Appended::New);
+    w.close().unwrap();
+    let (got, problems) = read_all(&dir);
+    assert_eq!(problems.len(), 1);
+    assert_eq!(got, vec![cases[0].clone(), cases[2].clone(), cases[1].clone()]);
+    // Compaction drops the damage; afterwards the corpus verifies clean.
+    let stats = CorpusWriter::open(&dir, opts()).unwrap().compact().unwrap();
+    assert_eq!(stats.records, 3);
+    let corpus = Corpus::open(&dir).unwrap();
+    let report = corpus.verify(|_| {});
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(read_all(&dir), (vec![cases[0].clone(), cases[2].clone(), cases[1].clone()], vec![]));
+}
+
+#[test]
+fn second_writer_gets_a_lock_error_naming_the_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let w = CorpusWriter::create(&dir, opts()).unwrap();
+    let err = CorpusWriter::open(&dir, opts()).err().expect("a second writer must fail");
+    assert!(matches!(err, CorpusError::Locked { .. }));
+    let msg = err.to_string();
+    assert!(msg.contains(&dir.join("lock").display().to_string()), "{msg}");
+    assert!(msg.contains(&format!("pid {}", std::process::id())), "{msg}");
+    // Readers are not blocked.
+    assert!(Corpus::open(&dir).is_ok());
+    drop(w);
+    CorpusWriter::open(&dir, opts()).unwrap().close().unwrap();
+}
+
+#[test]
+fn duplicates_are_skipped_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let mut w = CorpusWriter::create(&dir, opts()).unwrap();
+    let a = message(1, 10);
+    let same_input = message(1, 10).with_tag("other", "metadata").with_time_ns(7);
+    assert_eq!(same_input.id(), a.id());
+    assert_eq!(w.append(&a).unwrap(), Appended::New);
+    assert_eq!(w.append(&same_input).unwrap(), Appended::Duplicate);
+    w.close().unwrap();
+    let mut w = CorpusWriter::open(&dir, opts()).unwrap();
+    assert_eq!(w.append(&a).unwrap(), Appended::Duplicate);
+    let m = w.close().unwrap();
+    assert_eq!(m.counts.records, 1);
+    assert_eq!(m.counts.duplicates_skipped, 2);
+    assert_eq!(read_all(&dir).0, vec![a]);
+}
+
+#[test]
+fn segments_roll_at_the_limit_and_files_are_private() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let cases: Vec<Case> = (0..50).map(|i| message(i, 200)).collect();
+    write_corpus(&dir, &cases, WriterOptions { segment_bytes: 1024, sync_interval: None });
+    let corpus = Corpus::open(&dir).unwrap();
+    assert!(corpus.segments().len() >= 10, "{}", corpus.segments().len());
+    for s in corpus.segments() {
+        assert!(s.len <= 1024, "{} is {} bytes", s.path.display(), s.len);
+    }
+    assert_eq!(corpus.manifest().counts.segments, corpus.segments().len() as u64);
+    assert_eq!(read_all(&dir).0, cases);
+    for f in ["manifest.json", "index.bin", "lock"].map(|n| dir.join(n)).into_iter().chain(corpus.segments().iter().map(|s| s.path.clone())) {
+        let mode = fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
+    assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    // Each case is found through the index.
+    for c in &cases {
+        assert_eq!(corpus.get(&c.id()).unwrap().as_ref(), Some(c));
+    }
+    // Compaction packs them into full segments without losing or reordering any.
+    let stats = CorpusWriter::open(&dir, WriterOptions { segment_bytes: 1 << 20, sync_interval: None }).unwrap().compact().unwrap();
+    assert_eq!((stats.records, stats.segments_after), (50, 1));
+    assert_eq!(read_all(&dir).0, cases);
+    assert_eq!(Corpus::open(&dir).unwrap().index_status(), IndexStatus::Fresh);
+}
+
+#[test]
+fn an_interrupted_compaction_finishes_or_rolls_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let cases: Vec<Case> = (0..6).map(|i| message(i, 300)).collect();
+    write_corpus(&dir, &cases, WriterOptions { segment_bytes: 700, sync_interval: None });
+    let before = Corpus::open(&dir).unwrap().segments().to_vec();
+
+    // Not committed: an orphan compact.tmp is thrown away.
+    fs::create_dir(dir.join("compact.tmp")).unwrap();
+    fs::write(dir.join("compact.tmp/00000099.seg"), b"junk").unwrap();
+    CorpusWriter::open(&dir, opts()).unwrap().close().unwrap();
+    assert!(!dir.join("compact.tmp").exists());
+    assert_eq!(read_all(&dir).0, cases);
+
+    // Committed, and cut off half-way through moving: the next open finishes it.
+    let copy = tmp.path().join("copy");
+    copy_dir(&dir, &copy);
+    CorpusWriter::open(&copy, opts()).unwrap().compact().unwrap();
+    let new_segs: Vec<_> = fs::read_dir(copy.join("segments")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(new_segs.len(), 1);
+    let tmpdir = dir.join("compact.tmp");
+    fs::create_dir(&tmpdir).unwrap();
+    fs::copy(&new_segs[0], tmpdir.join(new_segs[0].file_name().unwrap())).unwrap();
+    fs::copy(copy.join("index.bin"), tmpdir.join("index.bin")).unwrap();
+    fs::write(tmpdir.join("COMMIT"), (before.last().unwrap().seq + 1).to_string()).unwrap();
+    // Simulate the crash after one old segment was already deleted.
+    fs::remove_file(&before[0].path).unwrap();
+    let (got, problems) = read_all(&dir); // a reader finishes it (the lock is free)
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(got, cases);
+    assert!(!tmpdir.exists());
+    assert_eq!(Corpus::open(&dir).unwrap().segments().len(), 1);
+}
+
+#[test]
+fn newer_format_and_bad_manifest_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    write_corpus(&dir, &[message(1, 1)], opts());
+    let m = fs::read_to_string(dir.join("manifest.json")).unwrap();
+    fs::write(dir.join("manifest.json"), m.replace("\"format_version\": 1", "\"format_version\": 7")).unwrap();
+    let err = Corpus::open(&dir).unwrap_err().to_string();
+    assert!(err.contains("manifest.json") && err.contains("version 7") && err.contains("up to 1"), "{err}");
+    fs::write(dir.join("manifest.json"), "{\"format\": \"replay-corpus\",\n  oops").unwrap();
+    let err = Corpus::open(&dir).unwrap_err().to_string();
+    assert!(err.contains("manifest.json") && err.contains("line 2"), "{err}");
+    let err = Corpus::open(tmp.path().join("missing")).unwrap_err().to_string();
+    assert!(err.contains("missing") && err.contains("does not exist"), "{err}");
+    let err = Corpus::open(tmp.path()).unwrap_err().to_string();
+    assert!(err.contains("not a corpus"), "{err}");
+}
+
+#[test]
+fn stale_index_is_brought_up_to_date() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let cases: Vec<Case> = (0..8).map(|i| message(i, 50)).collect();
+    write_corpus(&dir, &cases[..4], opts());
+    // A writer that never closes (a crash after its last sync): the index covers only the first 4.
+    let mut w = CorpusWriter::open(&dir, opts()).unwrap();
+    for c in &cases[4..] {
+        w.append(c).unwrap();
+    }
+    w.sync().unwrap();
+    std::mem::forget(w);
+    let corpus = Corpus::open(&dir).unwrap();
+    assert_eq!(corpus.index_status(), IndexStatus::Stale);
+    let (idx, problems) = corpus.index().unwrap();
+    assert!(problems.is_empty());
+    assert_eq!(idx.entries.len(), 8);
+    assert_eq!(corpus.get(&cases[7].id()).unwrap().as_ref(), Some(&cases[7]));
+    let report = corpus.verify(|_| {});
+    assert!(report.is_clean());
+    assert!(!report.manifest_mismatches.is_empty(), "the manifest still says 4");
+}
+
+// ---- arbitrary cases ----
+
+fn bytes() -> impl Strategy<Value = Blob> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..64).prop_map(Blob),
+        ".{0,40}".prop_map(Blob::from),
+    ]
+}
+
+fn headers() -> impl Strategy<Value = Vec<Header>> {
+    proptest::collection::vec(("[A-Za-z-]{1,12}", bytes()).prop_map(|(n, v)| Header(n, v)), 0..4)
+}
+
+fn response() -> impl Strategy<Value = HttpResponse> {
+    (
+        100u16..600,
+        ".{0,10}",
+        headers(),
+        bytes(),
+        headers(),
+        proptest::collection::vec((any::<u64>(), any::<u64>()).prop_map(|(at, offset_ns)| ChunkMark { at, offset_ns }), 0..3),
+    )
+        .prop_map(|(status, reason, headers, body, trailers, chunks)| HttpResponse {
+            version: "HTTP/1.1".into(),
+            status,
+            reason,
+            headers,
+            body,
+            trailers,
+            chunks,
+        })
+}
+
+fn ip() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![any::<[u8; 4]>().prop_map(IpAddr::from), any::<[u8; 16]>().prop_map(IpAddr::from)]
+}
+
+fn data() -> impl Strategy<Value = CaseData> {
+    let http = (
+        "[A-Z]{1,7}",
+        ".{0,30}",
+        headers(),
+        bytes(),
+        headers(),
+        proptest::collection::vec(response(), 0..2),
+        proptest::option::of(response()),
+    )
+        .prop_map(|(method, target, headers, body, trailers, interim, response)| {
+            CaseData::Http(HttpExchange {
+                request: HttpRequest { method, target, version: "HTTP/1.1".into(), headers, body, trailers },
+                interim,
+                response,
+            })
+        });
+    let packet = (
+        any::<u16>(),
+        bytes(),
+        proptest::option::of(any::<u32>()),
+        proptest::option::of(any::<u32>()),
+        proptest::option::of((any::<u8>(), ip(), any::<u16>(), ip(), any::<u16>())),
+    )
+        .prop_map(|(link_type, data, original_len, interface, flow)| {
+            CaseData::Packet(Packet {
+                link_type,
+                data,
+                original_len,
+                interface,
+                flow: flow.map(|(protocol, src, src_port, dst, dst_port)| FlowKey { protocol, src, src_port, dst, dst_port }),
+            })
+        });
+    let message = (".{0,20}", bytes(), proptest::option::of((".{0,20}", bytes()))).prop_map(|(ct, input, out)| {
+        CaseData::Message(Message {
+            content_type: ct,
+            input,
+            output: out.map(|(content_type, data)| RecordedOutput { content_type, data }),
+        })
+    });
+    prop_oneof![http, packet, message]
+}
+
+fn source() -> impl Strategy<Value = Source> {
+    prop_oneof![
+        Just(Source::Unknown),
+        (".{0,20}", any::<u64>(), proptest::option::of(any::<u64>())).prop_map(|(path, offset, packet)| Source::File { path, offset, packet }),
+        (any::<u64>(), any::<u64>()).prop_map(|(connection, sequence)| Source::Proxy { connection, sequence }),
+        (".{1,20}", any::<u64>()).prop_map(|(path, line)| Source::Import { path, line }),
+        ".{0,10}".prop_map(|by| Source::Generated { by }),
+    ]
+}
+
+fn flag() -> impl Strategy<Value = Flag> {
+    prop_oneof![
+        any::<u64>().prop_map(|bytes_missing| Flag::TcpGap { bytes_missing }),
+        Just(Flag::RetransmitConflict),
+        any::<u64>().prop_map(|kept| Flag::RequestTruncated { kept }),
+        any::<u64>().prop_map(|kept| Flag::ResponseTruncated { kept }),
+        Just(Flag::NoResponse),
+        Just(Flag::NoRequest),
+        any::<u32>().prop_map(|original_len| Flag::Snapped { original_len }),
+        ".{0,20}".prop_map(|reason| Flag::Malformed { reason }),
+    ]
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        data(),
+        source(),
+        proptest::option::of(any::<i64>()),
+        proptest::collection::btree_map(".{0,8}", ".{0,8}", 0..3),
+        proptest::collection::vec(flag(), 0..3),
+    )
+        .prop_map(|(data, source, time, tags, flags): (CaseData, Source, Option<i64>, BTreeMap<String, String>, Vec<Flag>)| {
+            let mut c = Case::new(data).with_source(source);
+            c.time_ns = time;
+            c.tags = tags;
+            c.flags = flags;
+            c
+        })
+}
+
+/// Cases with distinct ids, in order of first appearance.
+fn distinct(cases: Vec<Case>) -> Vec<Case> {
+    let mut seen = std::collections::HashSet::new();
+    cases.into_iter().filter(|c| seen.insert(c.id())).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_cases_roundtrip_through_the_corpus(cases in proptest::collection::vec(case(), 1..12), seg in 200u64..4000) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c");
+        let mut w = CorpusWriter::create(&dir, WriterOptions { segment_bytes: seg, sync_interval: None }).unwrap();
+        for c in &cases {
+            w.append(c).unwrap();
+        }
+        w.close().unwrap();
+        let want = distinct(cases);
+        let corpus = Corpus::open(&dir).unwrap();
+        let got: Vec<Case> = corpus.cases_checked().collect::<Result<_, _>>().unwrap();
+        prop_assert_eq!(&got, &want);
+        for c in &want {
+            let got = corpus.get(&c.id()).unwrap();
+            prop_assert_eq!(got.as_ref(), Some(c));
+        }
+        let clean = corpus.verify(|_| ()).is_clean();
+        prop_assert!(clean);
+    }
+
+    #[test]
+    fn arbitrary_cases_roundtrip_through_jsonl(c in case()) {
+        let mut line = Vec::new();
+        jsonl::write_case(&mut line, &c).unwrap();
+        prop_assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        let text = std::str::from_utf8(&line).unwrap();
+        let back = jsonl::parse_line(text.trim_end(), Path::new("x.jsonl"), 1).unwrap();
+        let mut want = c.clone();
+        if want.source == Source::Unknown {
+            want.source = Source::Import { path: "x.jsonl".into(), line: 1 };
+        }
+        prop_assert_eq!(back, want);
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    Overwrite(usize, Vec<u8>),
+    Insert(usize, Vec<u8>),
+    Delete(usize, usize),
+    Truncate(usize),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    let junk = proptest::collection::vec(any::<u8>(), 1..40);
+    prop_oneof![
+        (any::<usize>(), junk.clone()).prop_map(|(a, b)| Mutation::Overwrite(a, b)),
+        (any::<usize>(), junk).prop_map(|(a, b)| Mutation::Insert(a, b)),
+        (any::<usize>(), 1usize..80).prop_map(|(a, n)| Mutation::Delete(a, n)),
+        any::<usize>().prop_map(Mutation::Truncate),
+    ]
+}
+
+fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
+    let len = bytes.len().max(1);
+    match m {
+        Mutation::Overwrite(at, junk) => {
+            for (i, b) in junk.iter().enumerate() {
+                if let Some(x) = bytes.get_mut(at % len + i) {
+                    *x = *b;
+                }
+            }
+        }
+        Mutation::Insert(at, junk) => {
+            let at = at % (bytes.len() + 1);
+            bytes.splice(at..at, junk.iter().copied());
+        }
+        Mutation::Delete(at, n) => {
+            let at = at % len;
+            let end = (at + n).min(bytes.len());
+            if at < end {
+                bytes.drain(at..end);
+            }
+        }
+        Mutation::Truncate(at) => bytes.truncate(at % len),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Whatever happens to a segment's bytes, reading ends, never panics, and never returns a
+    /// case that was not written; a writer can always open it and append again.
+    #[test]
+    fn mutated_segments_never_invent_cases(muts in proptest::collection::vec(mutation(), 1..5)) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c");
+        let cases: Vec<Case> = (0..6).map(|i| message(i, 30)).collect();
+        write_corpus(&dir, &cases, opts());
+        let seg = only_segment(&dir);
+        let mut bytes = fs::read(&seg).unwrap();
+        for m in &muts {
+            apply(&mut bytes, m);
+        }
+        fs::write(&seg, &bytes).unwrap();
+        let (got, _problems) = read_all(&dir);
+        for c in &got {
+            prop_assert!(cases.contains(c));
+        }
+        let mut w = CorpusWriter::open(&dir, opts()).unwrap();
+        let extra = message(1000, 3);
+        w.append(&extra).unwrap();
+        w.close().unwrap();
+        let (after, _) = read_all(&dir);
+        prop_assert!(after.contains(&extra));
+        for c in &got {
+            prop_assert!(after.contains(c), "a case readable before the append was lost");
+        }
+    }
+
+    /// Arbitrary bytes as an index file are rejected or accepted, never a panic or a huge
+    /// allocation.
+    #[test]
+    fn arbitrary_index_bytes_do_not_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = corpora::index::Index::decode(&bytes);
+    }
+}

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Subcommand, ValueEnum};
-use corpora::{Appended, Case, CaseData, CaseId, CaseKind, Corpus, CorpusWriter, IndexStatus, WriterOptions, jsonl};
+use corpora::{
+    Appended, Case, CaseData, CaseId, CaseKind, Corpus, CorpusWriter, IndexStatus, WriterOptions, jsonl,
+};
 use serde::Serialize;
 
 use crate::output::{Ui, size, time};
@@ -91,7 +93,12 @@ fn open(dir: &Path) -> anyhow::Result<Corpus> {
 }
 
 /// Streams every case through `each`, reporting problems and drawing a progress bar.
-fn for_each_case(corpus: &Corpus, ui: &Ui, what: &str, mut each: impl FnMut(Case) -> anyhow::Result<bool>) -> anyhow::Result<()> {
+fn for_each_case(
+    corpus: &Corpus,
+    ui: &Ui,
+    what: &str,
+    mut each: impl FnMut(Case) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
     let mut cases = corpus.cases();
     let bar = ui.bytes_bar(cases.total_bytes(), what);
     let mut n = 0u64;
@@ -105,7 +112,7 @@ fn for_each_case(corpus: &Corpus, ui: &Ui, what: &str, mut each: impl FnMut(Case
             Err(p) => ui.problem(&p),
         }
         n += 1;
-        if n % 256 == 0 {
+        if n.is_multiple_of(256) {
             bar.set_position(cases.bytes_read());
         }
     }
@@ -202,7 +209,11 @@ fn stats(dir: &Path, json: bool, ui: &Ui) -> anyhow::Result<i32> {
         writeln!(out)?;
         return Ok(ui.exit_code());
     }
-    writeln!(out, "corpus {} (format {}, last written by replay {})", s.corpus, s.format_version, s.tool_version)?;
+    writeln!(
+        out,
+        "corpus {} (format {}, last written by replay {})",
+        s.corpus, s.format_version, s.tool_version
+    )?;
     writeln!(
         out,
         "  cases       {:>9}  in {} segment{}, {}",
@@ -234,7 +245,11 @@ fn stats(dir: &Path, json: bool, ui: &Ui) -> anyhow::Result<i32> {
         writeln!(out, "  tags        {}", list.join(", "))?;
     }
     if s.duplicates_skipped > 0 {
-        writeln!(out, "  duplicates  {} appends skipped (same input as a case present)", s.duplicates_skipped)?;
+        writeln!(
+            out,
+            "  duplicates  {} appends skipped (same input as a case present)",
+            s.duplicates_skipped
+        )?;
     }
     if s.recordings > 0 {
         writeln!(out, "  recordings  {} (summaries in manifest.json)", s.recordings)?;
@@ -292,7 +307,13 @@ fn ls(dir: &Path, kind: Option<CaseKind>, limit: Option<usize>, ui: &Ui) -> anyh
         let when = case.time_ns.map(time).unwrap_or_else(|| "-".into());
         let flags: Vec<String> = case.flags.iter().map(flag_name).collect();
         let flags = if flags.is_empty() { String::new() } else { format!("  [{}]", flags.join(",")) };
-        writeln!(out, "{}  {:<7}  {when:<24}  {}{flags}", case.id().short(12), case.kind().name(), summary(&case))?;
+        writeln!(
+            out,
+            "{}  {:<7}  {when:<24}  {}{flags}",
+            case.id().short(12),
+            case.kind().name(),
+            summary(&case)
+        )?;
         Ok(true)
     })?;
     out.flush()?;
@@ -313,7 +334,11 @@ fn show(dir: &Path, id: &str, ui: &Ui) -> anyhow::Result<i32> {
         [one] => *one,
         many => {
             let ids: Vec<String> = many.iter().take(5).map(|e| CaseId(e.key).to_hex()).collect();
-            bail!("case id {prefix} is ambiguous: {} cases start with it ({}, ...)", many.len(), ids.join(", "));
+            bail!(
+                "case id {prefix} is ambiguous: {} cases start with it ({}, ...)",
+                many.len(),
+                ids.join(", ")
+            );
         }
     };
     let case = corpus.read_entry(entry).map_err(|p| anyhow!("{p}"))?;
@@ -334,12 +359,21 @@ fn verify(dir: &Path, ui: &Ui) -> anyhow::Result<i32> {
     let mut out = io::stdout().lock();
     let index = match &report.index {
         IndexStatus::Fresh if report.index_mismatches == 0 => "fresh".to_string(),
-        IndexStatus::Fresh => format!("WRONG for {} records (rebuilt on next write or compact)", report.index_mismatches),
+        IndexStatus::Fresh => {
+            format!("WRONG for {} records (rebuilt on next write or compact)", report.index_mismatches)
+        }
         IndexStatus::Missing => "missing (rebuilt on next write)".to_string(),
         IndexStatus::Stale => "stale (brought up to date on next write)".to_string(),
         IndexStatus::Corrupt(why) => format!("DAMAGED: {why} (rebuilt on next write or compact)"),
     };
-    writeln!(out, "{}: {} good records in {} segment(s) ({})", dir.display(), report.records, corpus.segments().len(), size(report.bytes))?;
+    writeln!(
+        out,
+        "{}: {} good records in {} segment(s) ({})",
+        dir.display(),
+        report.records,
+        corpus.segments().len(),
+        size(report.bytes)
+    )?;
     writeln!(out, "  index: {index}")?;
     if report.manifest_mismatches.is_empty() {
         writeln!(out, "  manifest counts: match")?;
@@ -353,7 +387,10 @@ fn verify(dir: &Path, ui: &Ui) -> anyhow::Result<i32> {
         writeln!(out, "  ok: no damage")?;
         Ok(crate::exit_codes::OK)
     } else {
-        writeln!(out, "  DAMAGE: {damage} damaged regions or records; `replay corpus compact` keeps every good record and drops the rest")?;
+        writeln!(
+            out,
+            "  DAMAGE: {damage} damaged regions or records; `replay corpus compact` keeps every good record and drops the rest"
+        )?;
         Ok(crate::exit_codes::INPUT_ERROR)
     }
 }
@@ -441,7 +478,14 @@ impl<R: Read> Read for CountingReader<R> {
 
 fn compact(dir: &Path, ui: &Ui) -> anyhow::Result<i32> {
     let writer = CorpusWriter::open(dir, WriterOptions::default())?;
-    writer.problems().iter().for_each(|p| ui.problem(p));
+    // What opening found (a damaged index, a torn tail) compaction repairs; records that the
+    // copy cannot read are what was lost.
+    // Damaged records found on open are found again by the copy and reported there.
+    writer
+        .problems()
+        .iter()
+        .filter(|p| matches!(p, corpora::Problem::IndexCorrupt { .. } | corpora::Problem::TornTail { .. }))
+        .for_each(|p| ui.repaired(p));
     let stats = writer.compact()?;
     stats.problems.iter().for_each(|p| ui.problem(p));
     ui.note(format!(
@@ -454,7 +498,7 @@ fn compact(dir: &Path, ui: &Ui) -> anyhow::Result<i32> {
         size(stats.bytes_after),
         stats.duplicates_dropped
     ));
-    // The corpus is clean now, but damage that was dropped still ends with the input-error
-    // code, so that a script notices that records were lost before this run.
+    // The corpus is clean now, but damaged records that were dropped still end with the
+    // input-error code, so that a script notices that records were lost.
     Ok(ui.exit_code())
 }

@@ -72,12 +72,11 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
 /// Prints an error with its causes, the way ripgrep does, and picks the exit code. A broken
 /// pipe (`replay ... | head`) is not an error.
 fn report_error(err: &anyhow::Error) -> i32 {
-    for cause in err.chain() {
-        if let Some(io) = cause.downcast_ref::<io::Error>() {
-            if io.kind() == io::ErrorKind::BrokenPipe {
-                return exit_codes::OK;
-            }
-        }
+    let broken_pipe = err
+        .chain()
+        .any(|c| c.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe));
+    if broken_pipe {
+        return exit_codes::OK;
     }
     let mut stderr = io::stderr().lock();
     let _ = write!(stderr, "error: {err}");

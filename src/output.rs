@@ -25,6 +25,11 @@ impl Ui {
         let _ = writeln!(io::stderr().lock(), "warning: {p}");
     }
 
+    /// Prints a problem as a warning without counting it (damage that was repaired).
+    pub fn repaired(&self, p: &Problem) {
+        let _ = writeln!(io::stderr().lock(), "warning: {p}");
+    }
+
     /// How many damage problems were reported.
     pub fn damage(&self) -> u64 {
         self.damage.get()
@@ -44,11 +49,9 @@ impl Ui {
         }
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("a valid template")
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .expect("a valid template")
+                .progress_chars("=> "),
         );
         bar.set_message(what.to_string());
         bar
@@ -91,12 +94,7 @@ pub fn time(ns: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", sod / 3600, sod % 3600 / 60, sod % 60)
 }
 
 #[cfg(test)]

@@ -392,9 +392,20 @@ fn scan_for_record(file: &File, from: u64, len: u64) -> io::Result<Option<u64>> 
     Ok(None)
 }
 
-/// Reads the record at `off` (for lookups through the index): `(kind, key, payload)`, or `None`
-/// when the bytes there are not a valid record.
-pub fn read_record_at(file: &File, off: u64) -> io::Result<Option<(u8, [u8; 16], Vec<u8>)>> {
+/// A record read at a known offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    /// Record kind.
+    pub kind: u8,
+    /// Record key.
+    pub key: [u8; 16],
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// Reads the record at `off` (for lookups through the index), or `None` when the bytes there
+/// are not a valid record.
+pub fn read_record_at(file: &File, off: u64) -> io::Result<Option<RawRecord>> {
     let len = file.metadata()?.len();
     if off + RECORD_HEADER_LEN as u64 > len {
         return Ok(None);
@@ -407,5 +418,5 @@ pub fn read_record_at(file: &File, off: u64) -> io::Result<Option<(u8, [u8; 16],
     }
     let mut payload = vec![0u8; fh.len as usize];
     file.read_exact_at(&mut payload, off + RECORD_HEADER_LEN as u64)?;
-    Ok(crc_ok(&h, &payload).then_some((fh.kind, fh.key, payload)))
+    Ok(crc_ok(&h, &payload).then_some(RawRecord { kind: fh.kind, key: fh.key, payload }))
 }

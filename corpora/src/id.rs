@@ -71,11 +71,7 @@ impl FromStr for CaseId {
 
 impl Serialize for CaseId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            s.serialize_str(&self.to_hex())
-        } else {
-            s.serialize_bytes(&self.0)
-        }
+        if s.is_human_readable() { s.serialize_str(&self.to_hex()) } else { s.serialize_bytes(&self.0) }
     }
 }
 
@@ -91,16 +87,10 @@ impl<'de> Deserialize<'de> for CaseId {
                 v.parse().map_err(E::custom)
             }
             fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<CaseId, E> {
-                let arr: [u8; ID_LEN] = v
-                    .try_into()
-                    .map_err(|_| E::invalid_length(v.len(), &"16 bytes"))?;
+                let arr: [u8; ID_LEN] = v.try_into().map_err(|_| E::invalid_length(v.len(), &"16 bytes"))?;
                 Ok(CaseId(arr))
             }
         }
-        if d.is_human_readable() {
-            d.deserialize_str(V)
-        } else {
-            d.deserialize_bytes(V)
-        }
+        if d.is_human_readable() { d.deserialize_str(V) } else { d.deserialize_bytes(V) }
     }
 }

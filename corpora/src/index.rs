@@ -41,7 +41,7 @@ impl Index {
     /// duplicates were dropped.
     pub fn sort_dedup(&mut self) -> usize {
         // Stable sort keeps segment order among equal keys, so the first written wins.
-        self.entries.sort_by(|a, b| a.key.cmp(&b.key));
+        self.entries.sort_by_key(|e| e.key);
         let before = self.entries.len();
         self.entries.dedup_by(|later, first| later.key == first.key);
         before - self.entries.len()
@@ -49,20 +49,14 @@ impl Index {
 
     /// The entry for a key.
     pub fn get(&self, key: &[u8; 16]) -> Option<&IndexEntry> {
-        self.entries
-            .binary_search_by(|e| e.key.cmp(key))
-            .ok()
-            .map(|i| &self.entries[i])
+        self.entries.binary_search_by(|e| e.key.cmp(key)).ok().map(|i| &self.entries[i])
     }
 
     /// Entries whose key's hex form starts with `prefix` (lowercase hex digits).
     pub fn with_hex_prefix(&self, prefix: &str) -> Vec<&IndexEntry> {
         // Keys are sorted bytewise, which is also the order of their hex forms.
         let start = self.entries.partition_point(|e| hex::encode(e.key).as_str() < prefix);
-        self.entries[start..]
-            .iter()
-            .take_while(|e| hex::encode(e.key).starts_with(prefix))
-            .collect()
+        self.entries[start..].iter().take_while(|e| hex::encode(e.key).starts_with(prefix)).collect()
     }
 
     /// The bytes of the index file.
@@ -92,7 +86,8 @@ impl Index {
 
     /// Parses an index file; the error says what is wrong and at which offset.
     pub fn decode(bytes: &[u8]) -> Result<Index, IndexDecodeError> {
-        let err = |offset: usize, what: &str| IndexDecodeError { offset: offset as u64, what: what.to_string() };
+        let err =
+            |offset: usize, what: &str| IndexDecodeError { offset: offset as u64, what: what.to_string() };
         if bytes.len() < HEADER_LEN + 4 {
             return Err(err(bytes.len(), "file too short for the index header"));
         }
@@ -116,7 +111,8 @@ impl Index {
         if want != body.len() as u128 {
             return Err(err(12, "counts do not match the file length"));
         }
-        let mut idx = Index { segments: Vec::with_capacity(nseg as usize), entries: Vec::with_capacity(nent as usize) };
+        let mut idx =
+            Index { segments: Vec::with_capacity(nseg as usize), entries: Vec::with_capacity(nent as usize) };
         let mut o = HEADER_LEN;
         for _ in 0..nseg {
             idx.segments.push((u32_at(o), u64_at(o + 4)));

@@ -9,7 +9,7 @@ use crate::error::Problem;
 
 /// Writes one case as one JSON line.
 pub fn write_case<W: Write>(out: &mut W, case: &Case) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, case).map_err(io::Error::other)?;
+    serde_json::to_writer(&mut *out, case).map_err(io::Error::from)?;
     out.write_all(b"\n")
 }
 

@@ -44,15 +44,13 @@ mod store;
 
 pub use blob::Blob;
 pub use case::{
-    Case, CaseData, CaseKind, ChunkMark, Flag, FlowKey, Header, HttpExchange, HttpRequest,
-    HttpResponse, Message, Packet, RecordedOutput, Source,
+    Case, CaseData, CaseKind, ChunkMark, Flag, FlowKey, Header, HttpExchange, HttpRequest, HttpResponse,
+    Message, Packet, RecordedOutput, Source,
 };
 pub use error::{CorpusError, Problem};
 pub use id::{CaseId, ID_LEN, ParseIdError};
 pub use manifest::{Counts, FORMAT_NAME, Manifest};
 pub use store::{
-    Appended, CONTENT_CASES, Cases, CompactStats, Corpus, CorpusWriter, INDEX_FILE, IndexStatus,
-    LOCK_FILE,
-    MANIFEST_FILE, RecordItem, Records, SEGMENTS_DIR, SegmentFile, VerifyReport, WriterOptions,
-    kind_name,
+    Appended, CONTENT_CASES, Cases, CompactStats, Corpus, CorpusWriter, INDEX_FILE, IndexStatus, LOCK_FILE,
+    MANIFEST_FILE, RecordItem, Records, SEGMENTS_DIR, SegmentFile, VerifyReport, WriterOptions, kind_name,
 };

@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::case::{Case, CaseKind};
 use crate::error::{CorpusError, Problem};
-use crate::frame::{
-    self, MAX_PAYLOAD, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentEvent, SegmentReader,
-};
+use crate::frame::{self, MAX_PAYLOAD, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentEvent, SegmentReader};
 use crate::id::CaseId;
 use crate::index::{Index, IndexEntry};
 use crate::manifest::{Counts, Manifest};
@@ -66,10 +64,8 @@ fn list_segments(dir: &Path) -> Result<Vec<SegmentFile>, CorpusError> {
     for entry in rd {
         let entry = entry.map_err(CorpusError::io("list", &seg_dir))?;
         let name = entry.file_name();
-        let Some(seq) = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".seg"))
-            .and_then(|n| n.parse::<u32>().ok())
+        let Some(seq) =
+            name.to_str().and_then(|n| n.strip_suffix(".seg")).and_then(|n| n.parse::<u32>().ok())
         else {
             continue;
         };
@@ -92,9 +88,7 @@ fn create_private(path: &Path) -> Result<File, CorpusError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), CorpusError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(CorpusError::io("sync", dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(CorpusError::io("sync", dir))
 }
 
 /// Writes a file so that a crash leaves either the old or the new contents.
@@ -199,14 +193,11 @@ impl Corpus {
     /// Reads the case an index entry points at.
     pub fn read_entry(&self, entry: &IndexEntry) -> Result<Case, Problem> {
         let path = self.dir.join(SEGMENTS_DIR).join(segment_name(entry.segment));
-        let io_problem = |e: io::Error| Problem::Io {
-            path: path.clone(),
-            offset: entry.offset,
-            message: e.to_string(),
-        };
+        let io_problem =
+            |e: io::Error| Problem::Io { path: path.clone(), offset: entry.offset, message: e.to_string() };
         let file = File::open(&path).map_err(io_problem)?;
         match frame::read_record_at(&file, entry.offset).map_err(io_problem)? {
-            Some((kind, key, payload)) => decode_case(&path, entry.offset, kind, key, &payload, false),
+            Some(r) => decode_case(&path, entry.offset, r.kind, r.key, &r.payload, false),
             None => Err(Problem::Corrupt { path, offset: entry.offset, skipped: 0 }),
         }
     }
@@ -411,11 +402,8 @@ fn load_index(
     // and any new segment comes after the ones it knows.
     let usable = stored.filter(|idx| {
         let max_known = idx.segments.iter().map(|s| s.0).max().unwrap_or(0);
-        idx.segments.iter().all(|&(seq, covered)| {
-            segments.iter().any(|s| s.seq == seq && s.len >= covered)
-        }) && segments
-            .iter()
-            .all(|s| idx.segments.iter().any(|k| k.0 == s.seq) || s.seq > max_known)
+        idx.segments.iter().all(|&(seq, covered)| segments.iter().any(|s| s.seq == seq && s.len >= covered))
+            && segments.iter().all(|s| idx.segments.iter().any(|k| k.0 == s.seq) || s.seq > max_known)
     });
     let mut index = usable.unwrap_or_default();
     let known: BTreeMap<u32, u64> = index.segments.iter().copied().collect();
@@ -455,7 +443,10 @@ fn scan_segment(
                 kind,
             }),
             SegmentEvent::Tail { offset, bytes } if fix_tail => {
-                let f = OpenOptions::new().write(true).open(&seg.path).map_err(CorpusError::io("open", &seg.path))?;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&seg.path)
+                    .map_err(CorpusError::io("open", &seg.path))?;
                 f.set_len(offset).map_err(CorpusError::io("truncate", &seg.path))?;
                 f.sync_all().map_err(CorpusError::io("sync", &seg.path))?;
                 end = offset;
@@ -700,13 +691,19 @@ impl CorpusWriter {
         scratch.clear();
         let encoded = rmp_serde::encode::write_named(&mut scratch, case)
             .map_err(|e| CorpusError::Encode { id: case.id(), message: e.to_string() });
-        let result = encoded.and_then(|()| self.append_record(case.kind() as u8, case.id().as_bytes(), &scratch));
+        let result =
+            encoded.and_then(|()| self.append_record(case.kind() as u8, case.id().as_bytes(), &scratch));
         self.scratch = scratch;
         result
     }
 
     /// Appends a raw record (any content) under `key`, with the same framing and dedup.
-    pub fn append_record(&mut self, kind: u8, key: &[u8; 16], payload: &[u8]) -> Result<Appended, CorpusError> {
+    pub fn append_record(
+        &mut self,
+        kind: u8,
+        key: &[u8; 16],
+        payload: &[u8],
+    ) -> Result<Appended, CorpusError> {
         if self.failed {
             return Err(CorpusError::Io {
                 op: "append to",
@@ -736,7 +733,13 @@ impl CorpusWriter {
             self.failed = true;
             return Err(CorpusError::io("write", &seg.path)(e));
         }
-        self.entries.push(IndexEntry { key: *key, segment: seg.seq, offset: seg.len, len: payload.len() as u32, kind });
+        self.entries.push(IndexEntry {
+            key: *key,
+            segment: seg.seq,
+            offset: seg.len,
+            len: payload.len() as u32,
+            kind,
+        });
         seg.len += total;
         self.lens.insert(seg.seq, seg.len);
         self.keys.insert(*key);
@@ -744,10 +747,10 @@ impl CorpusWriter {
         c.records += 1;
         c.payload_bytes += payload.len() as u64;
         *c.by_kind.entry(kind_name(kind)).or_default() += 1;
-        if let Some(every) = self.opts.sync_interval {
-            if self.last_sync.elapsed() >= every {
-                self.sync()?;
-            }
+        if let Some(every) = self.opts.sync_interval
+            && self.last_sync.elapsed() >= every
+        {
+            self.sync()?;
         }
         Ok(Appended::New)
     }
@@ -822,6 +825,8 @@ impl CorpusWriter {
     /// swaps it in so that a crash at any point leaves either the old or the new corpus.
     pub fn compact(mut self) -> Result<CompactStats, CorpusError> {
         self.finish()?;
+        // Report only what the copy itself finds; open-time problems were reported already.
+        self.problems.clear();
         let dir = self.dir.clone();
         let old = list_segments(&dir)?;
         let mut stats = CompactStats {
@@ -840,7 +845,10 @@ impl CorpusWriter {
         let mut index = Index::default();
         let mut seen = HashSet::new();
         let mut records = Records::new(old.clone());
-        let close_seg = |o: Option<(PathBuf, BufWriter<File>, u64)>, index: &mut Index, seq: u32| -> Result<(), CorpusError> {
+        let close_seg = |o: Option<(PathBuf, BufWriter<File>, u64)>,
+                         index: &mut Index,
+                         seq: u32|
+         -> Result<(), CorpusError> {
             if let Some((path, mut w, len)) = o {
                 w.flush().and_then(|()| w.get_ref().sync_all()).map_err(CorpusError::io("sync", &path))?;
                 index.segments.push((seq, len));
@@ -859,7 +867,8 @@ impl CorpusWriter {
                 continue;
             }
             let total = (RECORD_HEADER_LEN + payload.len()) as u64;
-            if out.as_ref().is_some_and(|o| o.2 > SEGMENT_HEADER_LEN && o.2 + total > self.opts.segment_bytes) {
+            if out.as_ref().is_some_and(|o| o.2 > SEGMENT_HEADER_LEN && o.2 + total > self.opts.segment_bytes)
+            {
                 close_seg(out.take(), &mut index, seq)?;
                 seq += 1;
             }
@@ -874,7 +883,13 @@ impl CorpusWriter {
             w.write_all(&header)
                 .and_then(|()| w.write_all(payload))
                 .map_err(CorpusError::io("write", path.as_path()))?;
-            index.entries.push(IndexEntry { key, segment: seq, offset: *len, len: payload.len() as u32, kind });
+            index.entries.push(IndexEntry {
+                key,
+                segment: seq,
+                offset: *len,
+                len: payload.len() as u32,
+                kind,
+            });
             *len += total;
             stats.records += 1;
         }
@@ -1044,7 +1059,9 @@ impl Corpus {
     pub fn verify(&self, mut progress: impl FnMut(u64)) -> VerifyReport {
         let status = self.index_status();
         let stored_index = match status {
-            IndexStatus::Fresh => fs::read(self.dir.join(INDEX_FILE)).ok().and_then(|b| Index::decode(&b).ok()),
+            IndexStatus::Fresh => {
+                fs::read(self.dir.join(INDEX_FILE)).ok().and_then(|b| Index::decode(&b).ok())
+            }
             _ => None,
         };
         let mut report = VerifyReport {
@@ -1082,12 +1099,12 @@ impl Corpus {
             counts.records += 1;
             counts.payload_bytes += payload.len() as u64;
             *counts.by_kind.entry(kind_name(kind)).or_default() += 1;
-            if let Some(idx) = &stored_index {
-                if idx.get(&key).is_none_or(|e| e.segment != segment || e.offset != offset) {
-                    report.index_mismatches += 1;
-                }
+            if let Some(idx) = &stored_index
+                && idx.get(&key).is_none_or(|e| e.segment != segment || e.offset != offset)
+            {
+                report.index_mismatches += 1;
             }
-            if n % 1024 == 0 {
+            if n.is_multiple_of(1024) {
                 progress(records.bytes_read());
             }
         }

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use corpora::frame::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use corpora::{
-    Appended, Blob, Case, CaseData, ChunkMark, Corpus, CorpusError, CorpusWriter, Flag, FlowKey,
-    Header, HttpExchange, HttpRequest, HttpResponse, IndexStatus, Message, Packet, Problem,
-    RecordedOutput, Source, WriterOptions, jsonl,
+    Appended, Blob, Case, CaseData, ChunkMark, Corpus, CorpusError, CorpusWriter, Flag, FlowKey, Header,
+    HttpExchange, HttpRequest, HttpResponse, IndexStatus, Message, Packet, Problem, RecordedOutput, Source,
+    WriterOptions, jsonl,
 };
 use proptest::prelude::*;
 
@@ -269,7 +269,11 @@ fn segments_roll_at_the_limit_and_files_are_private() {
     }
     assert_eq!(corpus.manifest().counts.segments, corpus.segments().len() as u64);
     assert_eq!(read_all(&dir).0, cases);
-    for f in ["manifest.json", "index.bin", "lock"].map(|n| dir.join(n)).into_iter().chain(corpus.segments().iter().map(|s| s.path.clone())) {
+    for f in ["manifest.json", "index.bin", "lock"]
+        .map(|n| dir.join(n))
+        .into_iter()
+        .chain(corpus.segments().iter().map(|s| s.path.clone()))
+    {
         let mode = fs::metadata(&f).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", f.display());
     }
@@ -279,7 +283,10 @@ fn segments_roll_at_the_limit_and_files_are_private() {
         assert_eq!(corpus.get(&c.id()).unwrap().as_ref(), Some(c));
     }
     // Compaction packs them into full segments without losing or reordering any.
-    let stats = CorpusWriter::open(&dir, WriterOptions { segment_bytes: 1 << 20, sync_interval: None }).unwrap().compact().unwrap();
+    let stats = CorpusWriter::open(&dir, WriterOptions { segment_bytes: 1 << 20, sync_interval: None })
+        .unwrap()
+        .compact()
+        .unwrap();
     assert_eq!((stats.records, stats.segments_after), (50, 1));
     assert_eq!(read_all(&dir).0, cases);
     assert_eq!(Corpus::open(&dir).unwrap().index_status(), IndexStatus::Fresh);
@@ -326,7 +333,8 @@ fn newer_format_and_bad_manifest_are_named() {
     let dir = tmp.path().join("c");
     write_corpus(&dir, &[message(1, 1)], opts());
     let m = fs::read_to_string(dir.join("manifest.json")).unwrap();
-    fs::write(dir.join("manifest.json"), m.replace("\"format_version\": 1", "\"format_version\": 7")).unwrap();
+    fs::write(dir.join("manifest.json"), m.replace("\"format_version\": 1", "\"format_version\": 7"))
+        .unwrap();
     let err = Corpus::open(&dir).unwrap_err().to_string();
     assert!(err.contains("manifest.json") && err.contains("version 7") && err.contains("up to 1"), "{err}");
     fs::write(dir.join("manifest.json"), "{\"format\": \"replay-corpus\",\n  oops").unwrap();
@@ -365,10 +373,7 @@ fn stale_index_is_brought_up_to_date() {
 // ---- arbitrary cases ----
 
 fn bytes() -> impl Strategy<Value = Blob> {
-    prop_oneof![
-        proptest::collection::vec(any::<u8>(), 0..64).prop_map(Blob),
-        ".{0,40}".prop_map(Blob::from),
-    ]
+    prop_oneof![proptest::collection::vec(any::<u8>(), 0..64).prop_map(Blob), ".{0,40}".prop_map(Blob::from),]
 }
 
 fn headers() -> impl Strategy<Value = Vec<Header>> {
@@ -382,7 +387,10 @@ fn response() -> impl Strategy<Value = HttpResponse> {
         headers(),
         bytes(),
         headers(),
-        proptest::collection::vec((any::<u64>(), any::<u64>()).prop_map(|(at, offset_ns)| ChunkMark { at, offset_ns }), 0..3),
+        proptest::collection::vec(
+            (any::<u64>(), any::<u64>()).prop_map(|(at, offset_ns)| ChunkMark { at, offset_ns }),
+            0..3,
+        ),
     )
         .prop_map(|(status, reason, headers, body, trailers, chunks)| HttpResponse {
             version: "HTTP/1.1".into(),
@@ -429,24 +437,33 @@ fn data() -> impl Strategy<Value = CaseData> {
                 data,
                 original_len,
                 interface,
-                flow: flow.map(|(protocol, src, src_port, dst, dst_port)| FlowKey { protocol, src, src_port, dst, dst_port }),
+                flow: flow.map(|(protocol, src, src_port, dst, dst_port)| FlowKey {
+                    protocol,
+                    src,
+                    src_port,
+                    dst,
+                    dst_port,
+                }),
             })
         });
-    let message = (".{0,20}", bytes(), proptest::option::of((".{0,20}", bytes()))).prop_map(|(ct, input, out)| {
-        CaseData::Message(Message {
-            content_type: ct,
-            input,
-            output: out.map(|(content_type, data)| RecordedOutput { content_type, data }),
-        })
-    });
+    let message =
+        (".{0,20}", bytes(), proptest::option::of((".{0,20}", bytes()))).prop_map(|(ct, input, out)| {
+            CaseData::Message(Message {
+                content_type: ct,
+                input,
+                output: out.map(|(content_type, data)| RecordedOutput { content_type, data }),
+            })
+        });
     prop_oneof![http, packet, message]
 }
 
 fn source() -> impl Strategy<Value = Source> {
     prop_oneof![
         Just(Source::Unknown),
-        (".{0,20}", any::<u64>(), proptest::option::of(any::<u64>())).prop_map(|(path, offset, packet)| Source::File { path, offset, packet }),
-        (any::<u64>(), any::<u64>()).prop_map(|(connection, sequence)| Source::Proxy { connection, sequence }),
+        (".{0,20}", any::<u64>(), proptest::option::of(any::<u64>()))
+            .prop_map(|(path, offset, packet)| Source::File { path, offset, packet }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(connection, sequence)| Source::Proxy { connection, sequence }),
         (".{1,20}", any::<u64>()).prop_map(|(path, line)| Source::Import { path, line }),
         ".{0,10}".prop_map(|by| Source::Generated { by }),
     ]
@@ -473,13 +490,21 @@ fn case() -> impl Strategy<Value = Case> {
         proptest::collection::btree_map(".{0,8}", ".{0,8}", 0..3),
         proptest::collection::vec(flag(), 0..3),
     )
-        .prop_map(|(data, source, time, tags, flags): (CaseData, Source, Option<i64>, BTreeMap<String, String>, Vec<Flag>)| {
-            let mut c = Case::new(data).with_source(source);
-            c.time_ns = time;
-            c.tags = tags;
-            c.flags = flags;
-            c
-        })
+        .prop_map(
+            |(data, source, time, tags, flags): (
+                CaseData,
+                Source,
+                Option<i64>,
+                BTreeMap<String, String>,
+                Vec<Flag>,
+            )| {
+                let mut c = Case::new(data).with_source(source);
+                c.time_ns = time;
+                c.tags = tags;
+                c.flags = flags;
+                c
+            },
+        )
 }
 
 /// Cases with distinct ids, in order of first appearance.

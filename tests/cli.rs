@@ -1,0 +1,264 @@
+//! End-to-end tests of the `replay` binary: what a user types, what they see, and the exit code.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use corpora::{Case, CaseData, CorpusWriter, Message, WriterOptions};
+use replay_cli::exit_codes;
+
+fn replay(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_replay"))
+        .args(args)
+        .env_remove("REPLAY_CORPUS")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run replay")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora/samples/demo")
+}
+
+/// A private copy of the sample corpus (tests must not touch the checked-in one).
+fn sample_copy(tmp: &Path) -> PathBuf {
+    let dir = tmp.join("demo");
+    fs::create_dir_all(dir.join("segments")).unwrap();
+    for f in ["manifest.json", "index.bin", "segments/00000001.seg"] {
+        fs::copy(sample().join(f), dir.join(f)).unwrap();
+    }
+    dir
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn stats_on_the_bundled_sample() {
+    let out = replay(&["corpus", "stats", "--corpus", s(&sample())]);
+    assert_eq!(out.status.code(), Some(exit_codes::OK), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let row = |name: &str| {
+        stdout
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|w| w.first() == Some(&name))
+            .unwrap_or_else(|| panic!("no {name} row in {stdout}"))
+    };
+    assert_eq!(row("cases")[1], "580");
+    assert_eq!(row("packet")[1], "400");
+    assert_eq!(row("http")[1], "60");
+    assert!(stdout.contains("no_response 2"), "{stdout}");
+    // Not a terminal: no progress bar.
+    assert!(!text(&out.stderr).contains('\r'));
+
+    let out = replay(&["corpus", "stats", "--json", "-c", s(&sample())]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["cases"], 580);
+    assert_eq!(v["by_kind"]["http"]["cases"], 60);
+    assert_eq!(v["by_kind"]["http"]["with_output"], 58);
+    assert_eq!(v["damaged"], 0);
+}
+
+#[test]
+fn export_import_export_is_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = tmp.path().join("a.jsonl");
+    let out = replay(&["corpus", "export", "-c", s(&sample()), "--out", s(&first)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(fs::metadata(&first).unwrap().permissions().mode() & 0o777, 0o600);
+    let lines = fs::read_to_string(&first).unwrap();
+    assert_eq!(lines.lines().count(), 580);
+    // Every line is one JSON object jq could read; text bodies are text.
+    let v: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert!(v["data"]["message"]["input"].as_str().unwrap().starts_with("{\"file\""));
+
+    let copy = tmp.path().join("copy");
+    let out = replay(&["corpus", "import", "-c", s(&copy), s(&first)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("imported 580 new cases"), "{}", text(&out.stderr));
+    let out = replay(&["corpus", "export", "-c", s(&copy)]);
+    assert_eq!(text(&out.stdout), lines);
+
+    // Importing again adds nothing.
+    let out = replay(&["corpus", "import", "-c", s(&copy), s(&first)]);
+    assert!(
+        text(&out.stderr).contains("imported 0 new cases")
+            && text(&out.stderr).contains("580 already present")
+    );
+}
+
+#[test]
+fn bad_jsonl_lines_are_named_and_good_lines_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("in.jsonl");
+    fs::write(
+        &file,
+        concat!(
+            "{\"data\":{\"message\":{\"content_type\":\"text/plain\",\"input\":\"one\"}}}\n",
+            "\n",
+            "{\"data\":{\"message\":{\"content_type\":\"text/plain\",\"input\":{\"base64\":\"!!\"}}}}\n",
+            "{\"data\":{\"mesage\":{}}}\n",
+            "{\"data\":{\"message\":{\"content_type\":\"text/plain\",\"input\":\"two\"}}}\n",
+        ),
+    )
+    .unwrap();
+    let dir = tmp.path().join("c");
+    let out = replay(&["corpus", "import", "-c", s(&dir), s(&file)]);
+    assert_eq!(out.status.code(), Some(exit_codes::INPUT_ERROR));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("{}:3:", file.display())) && err.contains("base64"), "{err}");
+    assert!(err.contains(&format!("{}:4:", file.display())) && err.contains("mesage"), "{err}");
+    assert!(err.contains("imported 2 new cases") && err.contains("2 bad lines"), "{err}");
+    let out = replay(&["corpus", "ls", "-c", s(&dir)]);
+    assert_eq!(text(&out.stdout).lines().count(), 2);
+}
+
+#[test]
+fn user_errors_exit_2_and_name_what_and_where() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nope");
+    let out = replay(&["corpus", "stats", "-c", s(&missing)]);
+    assert_eq!(out.status.code(), Some(exit_codes::INPUT_ERROR));
+    assert!(text(&out.stderr).contains(&format!("no corpus at {}", missing.display())));
+
+    let out = replay(&["corpus", "stats"]);
+    assert_eq!(out.status.code(), Some(exit_codes::INPUT_ERROR));
+    assert!(text(&out.stderr).contains("--corpus"));
+
+    let out = replay(&["corpus", "frobnicate"]);
+    assert_eq!(out.status.code(), Some(exit_codes::INPUT_ERROR));
+    assert_eq!(replay(&["--help"]).status.code(), Some(exit_codes::OK));
+
+    // A corpus of a newer format version.
+    let dir = sample_copy(tmp.path());
+    let m = fs::read_to_string(dir.join("manifest.json")).unwrap();
+    fs::write(dir.join("manifest.json"), m.replace("\"format_version\": 1", "\"format_version\": 2"))
+        .unwrap();
+    let out = replay(&["corpus", "ls", "-c", s(&dir)]);
+    assert_eq!(out.status.code(), Some(exit_codes::INPUT_ERROR));
+    let err = text(&out.stderr);
+    assert!(err.contains("manifest.json") && err.contains("format version 2"), "{err}");
+    // Nothing was changed.
+    assert!(fs::read_to_string(dir.join("manifest.json")).unwrap().contains("\"format_version\": 2"));
+}
+
+#[test]
+fn a_corrupted_index_is_reported_and_nothing_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = sample_copy(tmp.path());
+    let mut idx = fs::read(dir.join("index.bin")).unwrap();
+    idx[100] ^= 0x40;
+    fs::write(dir.join("index.bin"), &idx).unwrap();
+    let export = replay(&["corpus", "export", "-c", s(&sample())]);
+    let first_id: String = text(&export.stdout).lines().nth(7).unwrap()[7..39].to_string();
+
+    let out = replay(&["corpus", "show", &first_id[..10], "-c", s(&dir)]);
+    assert_eq!(out.status.code(), Some(exit_codes::INPUT_ERROR));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("index.bin") && err.contains("checksum mismatch") && err.contains("rebuilt"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["id"], first_id.as_str());
+
+    let out = replay(&["corpus", "verify", "-c", s(&dir)]);
+    assert_eq!(out.status.code(), Some(exit_codes::INPUT_ERROR));
+    assert!(text(&out.stdout).contains("index: DAMAGED"), "{}", text(&out.stdout));
+    // compact rewrites the index; then verify is clean and every case is still there.
+    let out = replay(&["corpus", "compact", "-c", s(&dir)]);
+    assert_eq!(out.status.code(), Some(exit_codes::OK), "{}", text(&out.stderr));
+    let out = replay(&["corpus", "verify", "-c", s(&dir)]);
+    assert_eq!(out.status.code(), Some(exit_codes::OK), "{}", text(&out.stdout));
+    let after = replay(&["corpus", "export", "-c", s(&dir)]);
+    assert_eq!(after.stdout, export.stdout);
+}
+
+#[test]
+fn a_corrupted_record_is_reported_with_its_offset_and_the_rest_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = sample_copy(tmp.path());
+    let seg = dir.join("segments/00000001.seg");
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes[5000] ^= 0x01;
+    fs::write(&seg, &bytes).unwrap();
+    let out = replay(&["corpus", "stats", "--json", "-c", s(&dir)]);
+    assert_eq!(out.status.code(), Some(exit_codes::INPUT_ERROR));
+    let err = text(&out.stderr);
+    assert!(err.contains("00000001.seg: corrupt record at offset"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["cases"], 579);
+    assert_eq!(v["damaged"], 1);
+    let out = replay(&["corpus", "verify", "-c", s(&dir)]);
+    assert_eq!(out.status.code(), Some(exit_codes::INPUT_ERROR));
+    assert!(text(&out.stdout).contains("579 good records"));
+}
+
+#[test]
+fn a_second_writer_is_refused_naming_the_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let mut w = CorpusWriter::create(&dir, WriterOptions::default()).unwrap();
+    w.append(&Case::new(CaseData::Message(Message {
+        content_type: "text/plain".into(),
+        input: "held".into(),
+        output: None,
+    })))
+    .unwrap();
+    let file = tmp.path().join("in.jsonl");
+    fs::write(&file, "{\"data\":{\"message\":{\"content_type\":\"text/plain\",\"input\":\"x\"}}}\n").unwrap();
+    let out = replay(&["corpus", "import", "-c", s(&dir), s(&file)]);
+    assert_eq!(out.status.code(), Some(exit_codes::INPUT_ERROR));
+    let err = text(&out.stderr);
+    assert!(err.contains(&dir.join("lock").display().to_string()) && err.contains("locked"), "{err}");
+    assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+    w.close().unwrap();
+    let out = replay(&["corpus", "import", "-c", s(&dir), s(&file)]);
+    assert_eq!(out.status.code(), Some(exit_codes::OK), "{}", text(&out.stderr));
+    assert_eq!(text(&replay(&["corpus", "ls", "-c", s(&dir)]).stdout).lines().count(), 2);
+}
+
+#[test]
+fn show_takes_a_unique_prefix() {
+    let out = replay(&["corpus", "ls", "-c", s(&sample()), "--kind", "packet", "--limit", "1"]);
+    let line = text(&out.stdout);
+    assert_eq!(line.lines().count(), 1);
+    assert!(line.contains("packet") && line.contains("udp 10."), "{line}");
+    let prefix = &line[..8];
+    let out = replay(&["corpus", "show", prefix, "-c", s(&sample())]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["id"].as_str().unwrap().starts_with(prefix));
+    assert_eq!(v["data"]["packet"]["link_type"], 1);
+
+    let out = replay(&["corpus", "show", "0", "-c", s(&sample())]);
+    assert_eq!(out.status.code(), Some(exit_codes::INPUT_ERROR));
+    let out = replay(&["corpus", "show", "ffffffffffff", "-c", s(&sample())]);
+    assert_eq!(out.status.code(), Some(exit_codes::INPUT_ERROR));
+    assert!(text(&out.stderr).contains("no case with id ffffffffffff"));
+}
+
+#[test]
+fn a_closed_pipe_is_not_an_error() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_replay"))
+        .args(["corpus", "export", "-c", s(&sample())])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(exit_codes::OK), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("error"), "{}", text(&out.stderr));
+}

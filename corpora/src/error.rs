@@ -150,16 +150,18 @@ pub enum Problem {
         /// What the decoder said.
         message: String,
     },
-    /// A record's stored id does not match the id its content hashes to.
+    /// A record's frame key does not match the case inside it, or the id its input hashes to.
     IdMismatch {
         /// The segment file.
         path: PathBuf,
         /// The record's offset.
         offset: u64,
-        /// The id in the frame.
+        /// The key in the frame (what the index and dedup use).
         stored: CaseId,
-        /// The id the content hashes to.
-        computed: CaseId,
+        /// The other id: the case's own id field, or the hash of its input.
+        found: CaseId,
+        /// Which of the two `found` is (`the case inside names`, `its input hashes to`).
+        what: &'static str,
     },
     /// The index file is damaged; it was rebuilt from the segments.
     IndexCorrupt {
@@ -220,9 +222,9 @@ impl fmt::Display for Problem {
                 "{}: record at offset {offset} has a good checksum but does not decode: {message}",
                 path.display()
             ),
-            Problem::IdMismatch { path, offset, stored, computed } => write!(
+            Problem::IdMismatch { path, offset, stored, found, what } => write!(
                 f,
-                "{}: record at offset {offset} is stored as case {stored} but its input hashes to {computed}",
+                "{}: record at offset {offset} is stored as case {stored} but {what} {found}",
                 path.display()
             ),
             Problem::IndexCorrupt { path, detail } => {

@@ -64,8 +64,12 @@ fn list_segments(dir: &Path) -> Result<Vec<SegmentFile>, CorpusError> {
     for entry in rd {
         let entry = entry.map_err(CorpusError::io("list", &seg_dir))?;
         let name = entry.file_name();
-        let Some(seq) =
-            name.to_str().and_then(|n| n.strip_suffix(".seg")).and_then(|n| n.parse::<u32>().ok())
+        // Exactly the names `segment_name` makes, so that one number has one file.
+        let Some(seq) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".seg"))
+            .filter(|n| n.len() == 8 && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<u32>().ok())
         else {
             continue;
         };
@@ -288,7 +292,8 @@ impl Records {
                 }
                 Some(Ok(SegmentEvent::Record { offset, kind, key })) => break (offset, kind, key),
                 Some(Ok(ev)) => {
-                    let p = event_problem(reader.path().to_path_buf(), ev, false);
+                    let last = self.next == self.segments.len();
+                    let p = event_problem_in(reader.path().to_path_buf(), ev, last);
                     return Some(RecordItem::Problem(p));
                 }
                 Some(Err(e)) => {
@@ -326,13 +331,22 @@ fn event_problem(path: PathBuf, ev: SegmentEvent, truncated: bool) -> Problem {
     }
 }
 
+/// Like [`event_problem`] for a segment that is not the last: it was synced before the next
+/// one was started, so a tail cut short there is damage, not an interrupted write.
+fn event_problem_in(path: PathBuf, ev: SegmentEvent, last: bool) -> Problem {
+    match ev {
+        SegmentEvent::Tail { offset, bytes } if !last => Problem::Corrupt { path, offset, skipped: bytes },
+        ev => event_problem(path, ev, false),
+    }
+}
+
 fn decode_case(
     path: &Path,
     offset: u64,
     kind: u8,
     key: [u8; 16],
     payload: &[u8],
-    check_id: bool,
+    check_hash: bool,
 ) -> Result<Case, Problem> {
     let decode = |message: String| Problem::Decode { path: path.to_path_buf(), offset, message };
     let case: Case = rmp_serde::from_slice(payload).map_err(|e| decode(e.to_string()))?;
@@ -340,9 +354,21 @@ fn decode_case(
         return Err(decode(format!("frame kind {kind} but the case is a {} case", case.kind().name())));
     }
     let stored = CaseId(key);
-    let computed = if check_id { case.compute_id() } else { case.id() };
-    if computed != stored {
-        return Err(Problem::IdMismatch { path: path.to_path_buf(), offset, stored, computed });
+    let mismatch = |found: CaseId, what: &'static str| Problem::IdMismatch {
+        path: path.to_path_buf(),
+        offset,
+        stored,
+        found,
+        what,
+    };
+    if case.id() != stored {
+        return Err(mismatch(case.id(), "the case inside names"));
+    }
+    if check_hash {
+        let computed = case.compute_id();
+        if computed != stored {
+            return Err(mismatch(computed, "its input hashes to"));
+        }
     }
     Ok(case)
 }
@@ -415,7 +441,8 @@ fn load_index(
             covered.insert(seg.seq, seg.len);
             continue;
         }
-        let end = scan_segment(seg, from, fix_tail && Some(seg.seq) == last, &mut index, problems)?;
+        let is_last = Some(seg.seq) == last;
+        let end = scan_segment(seg, from, fix_tail && is_last, is_last, &mut index, problems)?;
         covered.insert(seg.seq, end);
     }
     index.sort_dedup();
@@ -428,6 +455,7 @@ fn scan_segment(
     seg: &SegmentFile,
     from: Option<u64>,
     fix_tail: bool,
+    is_last: bool,
     index: &mut Index,
     problems: &mut Vec<Problem>,
 ) -> Result<u64, CorpusError> {
@@ -452,7 +480,7 @@ fn scan_segment(
                 end = offset;
                 problems.push(Problem::TornTail { path: seg.path.clone(), offset, bytes, truncated: true });
             }
-            ev => problems.push(event_problem(seg.path.clone(), ev, false)),
+            ev => problems.push(event_problem_in(seg.path.clone(), ev, is_last)),
         }
     }
     Ok(end)
@@ -945,10 +973,13 @@ fn finish_compaction(dir: &Path) -> Result<(), CorpusError> {
         return Ok(());
     }
     let commit = tmp.join(COMMIT_FILE);
-    let Ok(first_new) = fs::read_to_string(&commit) else {
+    if !commit.exists() {
         // Never committed: the old segments are the corpus.
         return fs::remove_dir_all(&tmp).map_err(CorpusError::io("remove", &tmp));
-    };
+    }
+    // Committed: the new segments are the corpus. A COMMIT that cannot be read stops here
+    // rather than guess, because rolling back a half-moved compaction would lose records.
+    let first_new = fs::read_to_string(&commit).map_err(CorpusError::io("read", &commit))?;
     let first_new: u32 = first_new.trim().parse().map_err(|_| CorpusError::Io {
         op: "read",
         path: commit.clone(),

@@ -634,3 +634,62 @@ proptest! {
         let _ = corpora::index::Index::decode(&bytes);
     }
 }
+
+#[test]
+fn a_frame_key_that_disagrees_with_its_case_is_damage_for_readers_and_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let good = message(1, 10);
+    let mut w = CorpusWriter::create(&dir, opts()).unwrap();
+    w.append(&good).unwrap();
+    let payload = rmp_serde::to_vec_named(&message(2, 10)).unwrap();
+    w.append_record(good.kind() as u8, &[7u8; 16], &payload).unwrap();
+    w.close().unwrap();
+    let (got, problems) = read_all(&dir);
+    assert_eq!(got, vec![good]);
+    assert!(
+        matches!(&problems[..], [Problem::IdMismatch { what: "the case inside names", .. }]),
+        "{problems:?}"
+    );
+    let report = Corpus::open(&dir).unwrap().verify(|_| ());
+    assert!(!report.is_clean());
+    assert!(report.problems[0].to_string().contains("is stored as case 0707"), "{}", report.problems[0]);
+}
+
+#[test]
+fn a_torn_tail_in_an_older_segment_is_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let cases: Vec<Case> = (0..6).map(|i| message(i, 300)).collect();
+    write_corpus(&dir, &cases, WriterOptions { segment_bytes: 800, sync_interval: None });
+    let first = Corpus::open(&dir).unwrap().segments()[0].clone();
+    let bytes = fs::read(&first.path).unwrap();
+    fs::write(&first.path, &bytes[..bytes.len() - 10]).unwrap();
+    let (got, problems) = read_all(&dir);
+    assert_eq!(got.len(), cases.len() - 1);
+    assert!(matches!(&problems[..], [Problem::Corrupt { .. }]), "{problems:?}");
+    assert!(problems[0].is_damage());
+}
+
+#[test]
+fn an_unreadable_commit_stops_instead_of_rolling_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    write_corpus(&dir, &[message(1, 1)], opts());
+    fs::create_dir_all(dir.join("compact.tmp/COMMIT")).unwrap(); // exists, but is not a file
+    let err = CorpusWriter::open(&dir, opts()).err().expect("must refuse");
+    assert!(err.to_string().contains("COMMIT"), "{err}");
+    assert!(dir.join("compact.tmp").exists(), "nothing was thrown away");
+}
+
+#[test]
+fn only_segment_names_the_writer_makes_are_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    write_corpus(&dir, &[message(1, 1)], opts());
+    let real = only_segment(&dir);
+    fs::copy(&real, dir.join("segments/1.seg")).unwrap();
+    fs::copy(&real, dir.join("segments/+0000001.seg")).unwrap();
+    let (got, problems) = read_all(&dir);
+    assert_eq!((got.len(), problems.len()), (1, 0));
+}

@@ -486,7 +486,9 @@ fn compact(dir: &Path, ui: &Ui) -> anyhow::Result<i32> {
         .iter()
         .filter(|p| matches!(p, corpora::Problem::IndexCorrupt { .. } | corpora::Problem::TornTail { .. }))
         .for_each(|p| ui.repaired(p));
-    let stats = writer.compact()?;
+    let bar = ui.bytes_bar(Corpus::open(dir)?.segment_bytes(), "compacting");
+    let stats = writer.compact_with(|n| bar.set_position(n))?;
+    bar.finish_and_clear();
     stats.problems.iter().for_each(|p| ui.problem(p));
     ui.note(format!(
         "compacted {}: {} records; {} segments ({}) -> {} segments ({}); {} duplicate records dropped",

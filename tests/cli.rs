@@ -262,3 +262,51 @@ fn a_closed_pipe_is_not_an_error() {
     assert_eq!(out.status.code(), Some(exit_codes::OK), "{}", text(&out.stderr));
     assert!(!text(&out.stderr).contains("error"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn kill_9_during_import_loses_nothing_that_was_complete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("big.jsonl");
+    let n = 20_000;
+    let mut lines = String::with_capacity(n * 2100);
+    for i in 0..n {
+        let pad = format!("{i:08}").repeat(250);
+        lines.push_str(&format!(
+            "{{\"data\":{{\"message\":{{\"content_type\":\"text/plain\",\"input\":\"{i} {pad}\"}}}}}}\n"
+        ));
+    }
+    fs::write(&file, lines).unwrap();
+    let dir = tmp.path().join("c");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_replay"))
+        .args(["corpus", "import", "-q", "-c", s(&dir), s(&file)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until a few MB are written, then kill without warning.
+    let seg = dir.join("segments/00000001.seg");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while fs::metadata(&seg).map_or(0, |m| m.len()) < 4 << 20 {
+        assert!(std::time::Instant::now() < deadline, "import made no progress");
+        if child.try_wait().unwrap().is_some() {
+            break; // finished before we could kill it: still a valid (if weaker) run
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+
+    // What survived reads without damage (a torn tail is not damage) ...
+    let out = replay(&["corpus", "verify", "-c", s(&dir)]);
+    assert_eq!(out.status.code(), Some(exit_codes::OK), "{}{}", text(&out.stdout), text(&out.stderr));
+    let survived = text(&replay(&["corpus", "ls", "-c", s(&dir)]).stdout).lines().count();
+    assert!(survived > 0);
+    // ... and importing again completes the corpus: every case exactly once.
+    let out = replay(&["corpus", "import", "-c", s(&dir), s(&file)]);
+    assert_eq!(out.status.code(), Some(exit_codes::OK), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(&format!("{survived} already present")), "{}", text(&out.stderr));
+    let out = replay(&["corpus", "stats", "--json", "-c", s(&dir)]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["cases"], n);
+    assert_eq!(replay(&["corpus", "verify", "-c", s(&dir)]).status.code(), Some(exit_codes::OK));
+}

@@ -851,7 +851,12 @@ impl CorpusWriter {
 
     /// Rewrites the corpus into full segments, dropping bytes that are not good records, and
     /// swaps it in so that a crash at any point leaves either the old or the new corpus.
-    pub fn compact(mut self) -> Result<CompactStats, CorpusError> {
+    pub fn compact(self) -> Result<CompactStats, CorpusError> {
+        self.compact_with(|_| ())
+    }
+
+    /// [`CorpusWriter::compact`], calling `progress` now and then with the segment bytes copied.
+    pub fn compact_with(mut self, mut progress: impl FnMut(u64)) -> Result<CompactStats, CorpusError> {
         self.finish()?;
         // Report only what the copy itself finds; open-time problems were reported already.
         self.problems.clear();
@@ -920,6 +925,9 @@ impl CorpusWriter {
             });
             *len += total;
             stats.records += 1;
+            if stats.records.is_multiple_of(1024) {
+                progress(records.bytes_read());
+            }
         }
         close_seg(out.take(), &mut index, seq)?;
         index.sort_dedup();

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod corpus_cmd;
 pub mod exit_codes;
 mod output;
+mod record_cmd;
 
 use output::Ui;
 
@@ -40,6 +41,12 @@ pub enum Command {
         #[command(subcommand)]
         action: corpus_cmd::CorpusAction,
     },
+    /// Record traffic into a corpus.
+    Record {
+        /// Which recorder.
+        #[command(subcommand)]
+        action: record_cmd::RecordAction,
+    },
 }
 
 /// Runs the command line and returns the process exit code (see [`exit_codes`]).
@@ -66,6 +73,7 @@ pub fn main() -> i32 {
 fn run(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
     match cli.command {
         Command::Corpus { corpus, action } => corpus_cmd::run(corpus, action, ui),
+        Command::Record { action } => record_cmd::run(action, ui),
     }
 }
 

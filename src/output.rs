@@ -30,6 +30,11 @@ impl Ui {
         let _ = writeln!(io::stderr().lock(), "warning: {p}");
     }
 
+    /// Whether `--quiet` was given.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
     /// How many damage problems were reported.
     pub fn damage(&self) -> u64 {
         self.damage.get()

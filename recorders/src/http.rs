@@ -1,0 +1,693 @@
+//! HTTP/1.1 over reassembled TCP streams, detected by content on any port.
+//!
+//! Requests and responses are parsed with httparse; bodies are framed by `Content-Length`,
+//! chunked encoding (trailers too) or the end of the connection, and stored as sent. Pipelined
+//! requests are paired with responses in order; `1xx` interim responses are kept with their
+//! exchange; `HEAD`, `204` and `304` have no body; `101 Switching Protocols` and a successful
+//! `CONNECT` end HTTP parsing on the connection. A hole in a stream flags the message that
+//! crosses it with the bytes missing, and parsing resumes at the next message start.
+
+use std::collections::VecDeque;
+
+use corpora::{Blob, ChunkMark, Flag, Header, HttpExchange, HttpRequest, HttpResponse};
+
+use crate::tcp::{Origin, Side};
+
+/// Bounds on what one connection may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Largest message head (request or status line plus headers).
+    pub max_head: usize,
+    /// Body bytes kept per message; the rest is counted and the message flagged truncated.
+    pub max_body: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits { max_head: 64 << 10, max_body: 16 << 20 }
+    }
+}
+
+/// A finished exchange, with what the parser knew was wrong and where it started.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// The exchange.
+    pub exchange: HttpExchange,
+    /// Flags for the case.
+    pub flags: Vec<Flag>,
+    /// The packet that carried the request's first byte.
+    pub origin: Origin,
+    /// 1-based request number on the connection.
+    pub sequence: u64,
+}
+
+/// What a connection produced.
+#[derive(Debug)]
+pub enum HttpEvent {
+    /// A request and its response (or a request whose response never came).
+    Exchange(Box<Exchange>),
+    /// A response with no request to pair it with (its request was before the capture or lost).
+    ResponseWithoutRequest,
+}
+
+/// What a connection turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// No bytes yet.
+    Detecting,
+    /// HTTP/1.x; `client` is the side that sends requests.
+    Http {
+        /// The requesting side.
+        client: Side,
+    },
+    /// Not HTTP: its packets are kept as packet cases.
+    NotHttp,
+    /// Was HTTP until an upgrade or a CONNECT tunnel.
+    Upgraded,
+}
+
+#[derive(Debug)]
+enum Body {
+    None,
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+}
+
+#[derive(Debug, Default)]
+struct Message {
+    request: Option<HttpRequest>,
+    response: Option<HttpResponse>,
+    flags: Vec<Flag>,
+    origin: Origin,
+    /// Interim (1xx) responses to this request.
+    interim: Vec<HttpResponse>,
+    /// 1-based request number on the connection.
+    sequence: u64,
+    body_dropped: u64,
+    sse: bool,
+}
+
+#[derive(Debug)]
+enum State {
+    Head,
+    Body(Body),
+    /// Lost our place (a hole): skip to the next thing that looks like a message start.
+    Resync,
+}
+
+struct Parser {
+    state: State,
+    buf: Vec<u8>,
+    msg: Message,
+    line: Vec<u8>,
+    /// Bytes lost between messages: the next message on this side is flagged with them, since
+    /// what was lost may have been (part of) it.
+    gap_before_next: u64,
+}
+
+impl Parser {
+    fn new() -> Parser {
+        Parser {
+            state: State::Head,
+            buf: Vec::new(),
+            msg: Message::default(),
+            line: Vec::new(),
+            gap_before_next: 0,
+        }
+    }
+}
+
+/// One TCP connection's HTTP state.
+pub struct HttpConn {
+    mode: Mode,
+    limits: HttpLimits,
+    /// Parsers for side A and side B (which one requests is known once detected).
+    parsers: [Parser; 2],
+    /// Requests waiting for their responses, oldest first.
+    waiting: VecDeque<Message>,
+    requests: u64,
+    /// Bytes skipped while looking for a message start after a hole.
+    pub skipped: u64,
+    /// Malformed heads seen.
+    pub malformed: u64,
+}
+
+fn idx(side: Side) -> usize {
+    match side {
+        Side::A => 0,
+        Side::B => 1,
+    }
+}
+
+const METHODS: &[&[u8]] = &[
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+    b"PROPFIND ",
+    b"PROPPATCH ",
+    b"MKCOL ",
+    b"COPY ",
+    b"MOVE ",
+    b"LOCK ",
+    b"UNLOCK ",
+    b"REPORT ",
+];
+
+fn looks_like_request(b: &[u8]) -> bool {
+    METHODS.iter().any(|m| b.len() >= m.len() && &b[..m.len()] == *m || m.starts_with(b) && !b.is_empty())
+}
+
+fn looks_like_response(b: &[u8]) -> bool {
+    let pre = b"HTTP/1.";
+    let n = b.len().min(pre.len());
+    n > 0 && b[..n] == pre[..n]
+}
+
+/// Where the next message start is in `b` (at 0 or after a line break), for resync.
+fn find_start(b: &[u8], request: bool) -> Option<usize> {
+    let ok = |at: usize| {
+        let rest = &b[at..];
+        if request { METHODS.iter().any(|m| rest.starts_with(m)) } else { rest.starts_with(b"HTTP/1.") }
+    };
+    if ok(0) {
+        return Some(0);
+    }
+    (1..b.len()).find(|&i| b[i - 1] == b'\n' && ok(i))
+}
+
+fn headers(list: &[httparse::Header<'_>]) -> Vec<Header> {
+    list.iter().map(|h| Header(h.name.to_string(), Blob(h.value.to_vec()))).collect()
+}
+
+fn header<'a>(list: &'a [Header], name: &str) -> Option<&'a [u8]> {
+    list.iter().find(|h| h.0.eq_ignore_ascii_case(name)).map(|h| h.1.as_bytes())
+}
+
+fn has_token(list: &[Header], name: &str, token: &str) -> bool {
+    list.iter().filter(|h| h.0.eq_ignore_ascii_case(name)).any(|h| {
+        h.1.as_bytes().split(|&c| c == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+fn content_length(list: &[Header]) -> Option<u64> {
+    header(list, "content-length")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+impl HttpConn {
+    /// A connection not yet known to be HTTP.
+    pub fn new(limits: HttpLimits) -> HttpConn {
+        HttpConn {
+            mode: Mode::Detecting,
+            limits,
+            parsers: [Parser::new(), Parser::new()],
+            waiting: VecDeque::new(),
+            requests: 0,
+            skipped: 0,
+            malformed: 0,
+        }
+    }
+
+    /// What the connection is.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// In-order bytes from one side.
+    pub fn data(&mut self, side: Side, bytes: &[u8], origin: Origin, out: &mut Vec<HttpEvent>) {
+        if self.mode == Mode::Detecting {
+            self.mode = if looks_like_request(bytes) {
+                Mode::Http { client: side }
+            } else if looks_like_response(bytes) {
+                Mode::Http { client: side.other() }
+            } else {
+                Mode::NotHttp
+            };
+        }
+        let Mode::Http { client } = self.mode else { return };
+        self.feed(side, side == client, bytes, origin, out);
+    }
+
+    /// A hole of `missing` bytes in one side's stream.
+    pub fn gap(&mut self, side: Side, missing: u64, _origin: Origin, out: &mut Vec<HttpEvent>) {
+        let Mode::Http { client } = self.mode else { return };
+        let is_request = side == client;
+        let p = &mut self.parsers[idx(side)];
+        let flag = |msg: &mut Message, n: u64| {
+            let total = msg
+                .flags
+                .iter()
+                .find_map(
+                    |f| if let Flag::TcpGap { bytes_missing } = f { Some(*bytes_missing) } else { None },
+                )
+                .unwrap_or(0);
+            msg.flags.retain(|f| !matches!(f, Flag::TcpGap { .. }));
+            msg.flags.push(Flag::TcpGap { bytes_missing: total + n });
+        };
+        match &mut p.state {
+            State::Body(Body::Length(rem)) if missing < *rem => {
+                *rem -= missing;
+                flag(&mut p.msg, missing);
+            }
+            State::Body(Body::Length(rem)) => {
+                let rem = *rem;
+                flag(&mut p.msg, rem);
+                self.complete(side, is_request, out);
+                if missing > rem {
+                    self.parsers[idx(side)].state = State::Resync;
+                }
+            }
+            State::Body(Body::UntilClose) => flag(&mut p.msg, missing),
+            State::Body(_) => {
+                flag(&mut p.msg, missing);
+                self.complete(side, is_request, out);
+                self.parsers[idx(side)].state = State::Resync;
+            }
+            State::Head => {
+                if !p.buf.is_empty() {
+                    self.skipped += p.buf.len() as u64;
+                    p.buf.clear();
+                }
+                p.gap_before_next += missing;
+                p.state = State::Resync;
+            }
+            State::Resync => p.gap_before_next += missing,
+        }
+    }
+
+    /// A retransmission on `side` carried different bytes: flag the message in progress there.
+    pub fn conflict(&mut self, side: Side) {
+        let p = &mut self.parsers[idx(side)];
+        if !p.msg.flags.contains(&Flag::RetransmitConflict) {
+            p.msg.flags.push(Flag::RetransmitConflict);
+        }
+    }
+
+    /// The connection is over: finish close-delimited bodies, and emit every request still
+    /// waiting, flagged as never answered.
+    pub fn close(&mut self, out: &mut Vec<HttpEvent>) {
+        let client = match self.mode {
+            Mode::Http { client } => client,
+            Mode::Upgraded => return self.flush_waiting(out),
+            Mode::Detecting | Mode::NotHttp => return,
+        };
+        for side in [Side::A, Side::B] {
+            let is_request = side == client;
+            let p = &mut self.parsers[idx(side)];
+            let kept = if is_request {
+                p.msg.request.as_ref().map_or(0, |r| r.body.len() as u64)
+            } else {
+                p.msg.response.as_ref().map_or(0, |r| r.body.len() as u64)
+            };
+            match &p.state {
+                State::Body(Body::UntilClose | Body::None) => self.complete(side, is_request, out),
+                State::Body(Body::Length(_) | Body::Chunked(_)) => {
+                    // The connection ended inside the body.
+                    p.msg.flags.push(if is_request {
+                        Flag::RequestTruncated { kept }
+                    } else {
+                        Flag::ResponseTruncated { kept }
+                    });
+                    self.complete(side, is_request, out);
+                }
+                State::Head | State::Resync => {}
+            }
+        }
+        self.flush_waiting(out);
+    }
+
+    fn flush_waiting(&mut self, out: &mut Vec<HttpEvent>) {
+        while let Some(mut req) = self.waiting.pop_front() {
+            req.flags.push(Flag::NoResponse);
+            out.push(exchange(req, None));
+        }
+    }
+
+    fn feed(
+        &mut self,
+        side: Side,
+        is_request: bool,
+        mut bytes: &[u8],
+        origin: Origin,
+        out: &mut Vec<HttpEvent>,
+    ) {
+        while !bytes.is_empty() {
+            if self.mode == Mode::Upgraded {
+                return;
+            }
+            let p = &mut self.parsers[idx(side)];
+            match &mut p.state {
+                State::Resync => match find_start(bytes, is_request) {
+                    Some(at) => {
+                        self.skipped += at as u64;
+                        bytes = &bytes[at..];
+                        p.state = State::Head;
+                    }
+                    None => {
+                        self.skipped += bytes.len() as u64;
+                        return;
+                    }
+                },
+                State::Head => {
+                    if p.buf.is_empty() {
+                        p.msg.origin = origin;
+                        if p.gap_before_next > 0 {
+                            p.msg
+                                .flags
+                                .push(Flag::TcpGap { bytes_missing: std::mem::take(&mut p.gap_before_next) });
+                        }
+                    }
+                    let before = p.buf.len();
+                    let take = bytes.len().min(self.limits.max_head + 1 - before.min(self.limits.max_head));
+                    p.buf.extend_from_slice(&bytes[..take]);
+                    match self.parse_head(side, is_request) {
+                        Ok(Some(head_len)) => {
+                            // `head_len` counts from the start of buf; what we consumed of
+                            // `bytes` is the part of the head that came from them.
+                            let used = head_len - before;
+                            bytes = &bytes[used..];
+                            let p = &mut self.parsers[idx(side)];
+                            p.buf.clear();
+                            if matches!(p.state, State::Body(Body::None)) {
+                                self.complete(side, is_request, out);
+                            }
+                        }
+                        Ok(None) => {
+                            bytes = &bytes[take..];
+                            let p = &mut self.parsers[idx(side)];
+                            if p.buf.len() > self.limits.max_head {
+                                self.malformed += 1;
+                                self.skipped += p.buf.len() as u64;
+                                p.buf.clear();
+                                p.state = State::Resync;
+                            }
+                        }
+                        Err(()) => {
+                            self.malformed += 1;
+                            let p = &mut self.parsers[idx(side)];
+                            self.skipped += p.buf.len() as u64;
+                            p.buf.clear();
+                            bytes = &bytes[take..];
+                            p.state = State::Resync;
+                            if self.requests == 0 && self.waiting.is_empty() {
+                                // The very first message is not HTTP after all.
+                                self.mode = Mode::NotHttp;
+                                return;
+                            }
+                        }
+                    }
+                }
+                State::Body(body) => {
+                    let limits = self.limits;
+                    let used = consume_body(body, &mut p.msg, &mut p.line, bytes, origin, is_request, limits);
+                    bytes = &bytes[used..];
+                    if let State::Body(Body::Length(0)) = p.state {
+                        self.complete(side, is_request, out);
+                    } else if let State::Body(Body::Chunked(Chunk::Trailers)) = p.state
+                        && p.line.as_slice() == b"\x00done"
+                    {
+                        p.line.clear();
+                        self.complete(side, is_request, out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parses the head in the side's buffer: `Ok(Some(len))` when complete, `Ok(None)` when
+    /// more bytes are needed, `Err` when it is not HTTP.
+    fn parse_head(&mut self, side: Side, is_request: bool) -> Result<Option<usize>, ()> {
+        let p = &mut self.parsers[idx(side)];
+        let mut hdrs = [httparse::EMPTY_HEADER; 128];
+        if is_request {
+            let mut req = httparse::Request::new(&mut hdrs);
+            let n = match req.parse(&p.buf) {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(_) => return Err(()),
+            };
+            let request = HttpRequest {
+                method: req.method.unwrap_or_default().to_string(),
+                target: req.path.unwrap_or_default().to_string(),
+                version: format!("HTTP/1.{}", req.version.unwrap_or(1)),
+                headers: headers(req.headers),
+                body: Blob::default(),
+                trailers: Vec::new(),
+            };
+            let body = if has_token(&request.headers, "transfer-encoding", "chunked") {
+                Body::Chunked(Chunk::Size)
+            } else {
+                match content_length(&request.headers) {
+                    Some(0) | None => Body::None,
+                    Some(n) => Body::Length(n),
+                }
+            };
+            p.msg.request = Some(request);
+            p.state = State::Body(body);
+            Ok(Some(n))
+        } else {
+            let mut resp = httparse::Response::new(&mut hdrs);
+            let n = match resp.parse(&p.buf) {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(_) => return Err(()),
+            };
+            let status = resp.code.unwrap_or(0);
+            let response = HttpResponse {
+                version: format!("HTTP/1.{}", resp.version.unwrap_or(1)),
+                status,
+                reason: resp.reason.unwrap_or_default().to_string(),
+                headers: headers(resp.headers),
+                body: Blob::default(),
+                trailers: Vec::new(),
+                chunks: Vec::new(),
+            };
+            let method = self.waiting.front().and_then(|m| m.request.as_ref()).map(|r| r.method.as_str());
+            let head = method == Some("HEAD");
+            let connect_ok = method == Some("CONNECT") && (200..300).contains(&status);
+            let body = if (100..200).contains(&status) || status == 204 || status == 304 || head || connect_ok
+            {
+                Body::None
+            } else if has_token(&response.headers, "transfer-encoding", "chunked") {
+                Body::Chunked(Chunk::Size)
+            } else {
+                match content_length(&response.headers) {
+                    Some(0) => Body::None,
+                    Some(n) => Body::Length(n),
+                    None => Body::UntilClose,
+                }
+            };
+            let p = &mut self.parsers[idx(side)];
+            p.msg.sse = header(&response.headers, "content-type")
+                .is_some_and(|v| v.len() >= 17 && v[..17].eq_ignore_ascii_case(b"text/event-stream"));
+            p.msg.response = Some(response);
+            p.state = State::Body(body);
+            Ok(Some(n))
+        }
+    }
+
+    /// The side's message is complete: queue a request, or pair a response.
+    fn complete(&mut self, side: Side, is_request: bool, out: &mut Vec<HttpEvent>) {
+        let p = &mut self.parsers[idx(side)];
+        let msg = std::mem::take(&mut p.msg);
+        p.state = State::Head;
+        p.line.clear();
+        if is_request {
+            let Some(_) = &msg.request else { return };
+            self.requests += 1;
+            let mut msg = msg;
+            msg.sequence = self.requests;
+            self.waiting.push_back(msg);
+            return;
+        }
+        let Some(resp) = &msg.response else { return };
+        let status = resp.status;
+        if (100..200).contains(&status) && status != 101 {
+            // Interim: kept with the exchange it belongs to.
+            if let (Some(front), Some(r)) = (self.waiting.front_mut(), msg.response) {
+                front.interim.push(r);
+            }
+            return;
+        }
+        let Some(req) = self.waiting.pop_front() else {
+            out.push(HttpEvent::ResponseWithoutRequest);
+            return;
+        };
+        let method_connect = req.request.as_ref().is_some_and(|r| r.method == "CONNECT");
+        out.push(exchange(req, Some(msg)));
+        if status == 101 || (method_connect && (200..300).contains(&status)) {
+            self.mode = Mode::Upgraded;
+            self.flush_waiting(out);
+        }
+    }
+}
+
+/// Consumes body bytes; returns how many of `bytes` were used.
+fn consume_body(
+    body: &mut Body,
+    msg: &mut Message,
+    line: &mut Vec<u8>,
+    bytes: &[u8],
+    origin: Origin,
+    is_request: bool,
+    limits: HttpLimits,
+) -> usize {
+    let start_ts = msg.origin.ts_ns;
+    let sse = msg.sse;
+    let keep = |msg: &mut Message, data: &[u8]| {
+        let target = if is_request {
+            &mut msg.request.as_mut().expect("request").body
+        } else {
+            &mut msg.response.as_mut().expect("response").body
+        };
+        let room = limits.max_body.saturating_sub(target.0.len());
+        let n = data.len().min(room);
+        if sse && !is_request && n > 0 {
+            let at = target.0.len() as u64;
+            let offset_ns = origin.ts_ns.saturating_sub(start_ts).max(0) as u64;
+            let r = msg.response.as_mut().expect("response");
+            if r.chunks.last().is_none_or(|c| c.offset_ns != offset_ns) {
+                r.chunks.push(ChunkMark { at, offset_ns });
+            }
+        }
+        let target = if is_request {
+            &mut msg.request.as_mut().expect("request").body
+        } else {
+            &mut msg.response.as_mut().expect("response").body
+        };
+        target.0.extend_from_slice(&data[..n]);
+        if n < data.len() {
+            if msg.body_dropped == 0 {
+                let kept = limits.max_body as u64;
+                msg.flags.push(if is_request {
+                    Flag::RequestTruncated { kept }
+                } else {
+                    Flag::ResponseTruncated { kept }
+                });
+            }
+            msg.body_dropped += (data.len() - n) as u64;
+        }
+    };
+    match body {
+        Body::None => 0,
+        Body::UntilClose => {
+            keep(msg, bytes);
+            bytes.len()
+        }
+        Body::Length(rem) => {
+            let n = (*rem).min(bytes.len() as u64) as usize;
+            keep(msg, &bytes[..n]);
+            *rem -= n as u64;
+            n
+        }
+        Body::Chunked(state) => {
+            let mut used = 0;
+            while used < bytes.len() {
+                let rest = &bytes[used..];
+                match *state {
+                    Chunk::Size | Chunk::DataEnd | Chunk::Trailers => {
+                        // Line-oriented states: gather one line (raw bytes kept as sent).
+                        let nl = rest.iter().position(|&b| b == b'\n');
+                        let take = nl.map_or(rest.len(), |i| i + 1);
+                        line.extend_from_slice(&rest[..take]);
+                        keep(msg, &rest[..take]);
+                        used += take;
+                        if nl.is_none() {
+                            if line.len() > 8192 {
+                                // Not chunked framing after all: keep the rest until close.
+                                line.clear();
+                                *body = Body::UntilClose;
+                                return used;
+                            }
+                            break;
+                        }
+                        let text = std::mem::take(line);
+                        let text = text.strip_suffix(b"\n").unwrap_or(&text);
+                        let text = text.strip_suffix(b"\r").unwrap_or(text);
+                        match *state {
+                            Chunk::Size => {
+                                let hex = text.split(|&c| c == b';').next().unwrap_or(b"").trim_ascii();
+                                let size = std::str::from_utf8(hex)
+                                    .ok()
+                                    .and_then(|h| u64::from_str_radix(h, 16).ok());
+                                match size {
+                                    Some(0) => *state = Chunk::Trailers,
+                                    Some(n) => *state = Chunk::Data(n),
+                                    None => {
+                                        *body = Body::UntilClose;
+                                        return used;
+                                    }
+                                }
+                            }
+                            Chunk::DataEnd => *state = Chunk::Size,
+                            Chunk::Trailers => {
+                                if text.is_empty() {
+                                    // End of the chunked body: tell the caller.
+                                    line.extend_from_slice(b"\x00done");
+                                    return used;
+                                }
+                                if let Some(colon) = text.iter().position(|&c| c == b':') {
+                                    let name = String::from_utf8_lossy(&text[..colon]).trim().to_string();
+                                    let value = text[colon + 1..].trim_ascii().to_vec();
+                                    let t = Header(name, Blob(value));
+                                    if is_request {
+                                        msg.request.as_mut().expect("request").trailers.push(t);
+                                    } else {
+                                        msg.response.as_mut().expect("response").trailers.push(t);
+                                    }
+                                }
+                            }
+                            Chunk::Data(_) => unreachable!(),
+                        }
+                    }
+                    Chunk::Data(rem) => {
+                        let n = rem.min(rest.len() as u64) as usize;
+                        keep(msg, &rest[..n]);
+                        used += n;
+                        *state = if rem == n as u64 { Chunk::DataEnd } else { Chunk::Data(rem - n as u64) };
+                    }
+                }
+            }
+            used
+        }
+    }
+}
+
+/// A request (and its response, if any) as one exchange, with the flags of both.
+fn exchange(req: Message, resp: Option<Message>) -> HttpEvent {
+    let mut flags = req.flags;
+    let response = resp.map(|r| {
+        for f in r.flags {
+            if !flags.contains(&f) {
+                flags.push(f);
+            }
+        }
+        r.response.expect("a response message")
+    });
+    HttpEvent::Exchange(Box::new(Exchange {
+        exchange: HttpExchange {
+            request: req.request.expect("a request message"),
+            interim: req.interim,
+            response,
+        },
+        flags,
+        origin: req.origin,
+        sequence: req.sequence,
+    }))
+}

@@ -1,0 +1,444 @@
+//! The pcap recorder: capture files -> packets -> TCP streams -> HTTP exchanges -> cases.
+//!
+//! Every packet ends in exactly one place of the accounting ([`Disposition`]), so the summary
+//! adds up: part of an HTTP connection, a packet case, a duplicate of a packet case, or not
+//! kept (because `--keep` left packets out).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::net::IpAddr;
+
+use corpora::{Appended, Blob, Case, CaseData, CorpusError, CorpusWriter, Flag, FlowKey, Packet, Source};
+use serde::Serialize;
+
+use crate::capture::{self, CaptureError, CaptureEvent, RawPacket};
+use crate::decode::{self, Decoded};
+use crate::http::{HttpConn, HttpEvent, HttpLimits, Mode};
+use crate::tcp::{End, Limits, Origin, Reassembler, Side, StreamSink, TcpStats};
+
+/// What to keep.
+#[derive(Debug, Clone, Copy)]
+pub struct Keep {
+    /// HTTP exchanges.
+    pub http: bool,
+    /// Packet cases (non-HTTP TCP, UDP, everything else).
+    pub packets: bool,
+}
+
+impl Default for Keep {
+    fn default() -> Self {
+        Keep { http: true, packets: true }
+    }
+}
+
+/// Recorder settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// What to keep.
+    pub keep: Keep,
+    /// TCP reassembly bounds.
+    pub tcp: Limits,
+    /// HTTP bounds.
+    pub http: HttpLimits,
+}
+
+/// Where each packet went.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Disposition {
+    /// Carried an HTTP connection (its bytes are in exchanges).
+    pub http: u64,
+    /// Became a packet case.
+    pub packet_cases: u64,
+    /// Same bytes as a packet case already in the corpus.
+    pub duplicate_packets: u64,
+    /// Left out by `--keep`.
+    pub not_kept: u64,
+}
+
+/// The accounting of one recording run, stored in the corpus manifest.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    /// Always `pcap`.
+    pub recorder: &'static str,
+    /// The files read, as named.
+    pub files: Vec<String>,
+    /// Packets read.
+    pub packets: u64,
+    /// Captured bytes of those packets.
+    pub bytes: u64,
+    /// First capture time (ns since the epoch).
+    pub first_ns: Option<i64>,
+    /// Last capture time.
+    pub last_ns: Option<i64>,
+    /// Where each packet went (adds up to `packets`).
+    pub disposition: Disposition,
+    /// HTTP exchanges written (new cases).
+    pub exchanges: u64,
+    /// Exchanges whose id was already in the corpus.
+    pub duplicate_exchanges: u64,
+    /// Exchanges with a hole in them.
+    pub exchanges_with_gaps: u64,
+    /// Requests whose response never came (kept, flagged).
+    pub requests_without_response: u64,
+    /// Responses with no request to pair with (counted, not kept: there is no input to replay).
+    pub responses_without_request: u64,
+    /// TCP connections by what they carried.
+    pub connections: BTreeMap<&'static str, u64>,
+    /// UDP datagrams.
+    pub udp: u64,
+    /// TCP reassembly counters.
+    pub tcp: TcpStats,
+    /// HTTP bytes skipped while looking for a message start after a hole.
+    pub http_bytes_skipped: u64,
+    /// Message heads that did not parse.
+    pub http_malformed_heads: u64,
+    /// Packets that did not decode, by reason (kept as packet cases, flagged `malformed`).
+    pub malformed: BTreeMap<&'static str, u64>,
+    /// Packets that are simply not TCP/UDP over IP, by kind.
+    pub other: BTreeMap<&'static str, u64>,
+    /// Problems in the capture files that reading survived, by reason.
+    pub capture_warnings: BTreeMap<&'static str, u64>,
+    /// Problems that stopped reading a file (every packet before them was kept).
+    pub errors: Vec<String>,
+}
+
+/// Packets of a TCP connection not yet known to be HTTP or not.
+struct Held {
+    packets: Vec<OwnedPacket>,
+}
+
+struct OwnedPacket {
+    number: u64,
+    offset: u64,
+    ts_ns: i64,
+    link_type: u16,
+    data: Vec<u8>,
+    orig_len: u32,
+    interface: Option<u32>,
+    flow: Option<FlowKey>,
+    flag: Option<Flag>,
+}
+
+/// How many packets a connection may hold before its first payload decides what it is.
+const HOLD_MAX: usize = 32;
+
+struct Conn {
+    http: HttpConn,
+    server: (IpAddr, u16),
+    held: Held,
+}
+
+#[derive(Default)]
+struct Sink {
+    conns: HashMap<u64, Conn>,
+    events: Vec<(u64, HttpEvent)>,
+    closed: Vec<(u64, Conn)>,
+    limits: HttpLimits,
+}
+
+impl StreamSink for Sink {
+    fn open(&mut self, conn: u64, _a: (IpAddr, u16), b: (IpAddr, u16), _syn_seen: bool) {
+        self.conns.insert(
+            conn,
+            Conn { http: HttpConn::new(self.limits), server: b, held: Held { packets: Vec::new() } },
+        );
+    }
+
+    fn data(&mut self, conn: u64, side: Side, bytes: &[u8], origin: Origin) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            let mut out = Vec::new();
+            c.http.data(side, bytes, origin, &mut out);
+            self.events.extend(out.into_iter().map(|e| (conn, e)));
+        }
+    }
+
+    fn gap(&mut self, conn: u64, side: Side, missing: u64, origin: Origin) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            let mut out = Vec::new();
+            c.http.gap(side, missing, origin, &mut out);
+            self.events.extend(out.into_iter().map(|e| (conn, e)));
+        }
+    }
+
+    fn conflict(&mut self, conn: u64, side: Side) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.http.conflict(side);
+        }
+    }
+
+    fn close(&mut self, conn: u64, _end: End, _origin: Origin) {
+        if let Some(mut c) = self.conns.remove(&conn) {
+            let mut out = Vec::new();
+            c.http.close(&mut out);
+            self.events.extend(out.into_iter().map(|e| (conn, e)));
+            self.closed.push((conn, c));
+        }
+    }
+}
+
+/// Records capture files into a corpus.
+pub struct Recorder<'w> {
+    writer: &'w mut CorpusWriter,
+    opts: Options,
+    reasm: Reassembler,
+    sink: Sink,
+    /// The accounting so far.
+    pub stats: Stats,
+    file: String,
+    /// What recently closed connections were, for their late packets.
+    closed_modes: HashMap<u64, Mode>,
+}
+
+impl<'w> Recorder<'w> {
+    /// A recorder writing into `writer`.
+    pub fn new(writer: &'w mut CorpusWriter, opts: Options) -> Recorder<'w> {
+        Recorder {
+            writer,
+            opts,
+            reasm: Reassembler::new(opts.tcp),
+            sink: Sink { limits: opts.http, ..Sink::default() },
+            stats: Stats { recorder: "pcap", ..Stats::default() },
+            file: String::new(),
+            closed_modes: HashMap::new(),
+        }
+    }
+
+    /// Reads one capture (pcap, pcapng, or either gzip-compressed). A damaged file stops with an
+    /// error in the stats naming the offset and packet, after every packet before it was
+    /// recorded; only a corpus write error is returned.
+    pub fn read(&mut self, src: Box<dyn Read>, name: &str) -> Result<(), CorpusError> {
+        self.file = name.to_string();
+        self.stats.files.push(name.to_string());
+        let mut reader = match capture::open(src, name) {
+            Ok(r) => r,
+            Err(e) => {
+                self.stats.errors.push(e.to_string());
+                return Ok(());
+            }
+        };
+        loop {
+            match reader.next() {
+                Ok(Some(CaptureEvent::Packet(p))) => self.packet(&p)?,
+                Ok(Some(CaptureEvent::Warning(w))) => {
+                    *self.stats.capture_warnings.entry(w.reason).or_default() += 1;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.error(e);
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn error(&mut self, e: CaptureError) {
+        self.stats.errors.push(e.to_string());
+    }
+
+    fn packet(&mut self, p: &RawPacket<'_>) -> Result<(), CorpusError> {
+        let s = &mut self.stats;
+        s.packets += 1;
+        s.bytes += p.data.len() as u64;
+        s.first_ns = Some(s.first_ns.map_or(p.ts_ns, |f| f.min(p.ts_ns)));
+        s.last_ns = Some(s.last_ns.map_or(p.ts_ns, |l| l.max(p.ts_ns)));
+        let origin = Origin { ts_ns: p.ts_ns, offset: p.offset, packet: p.number };
+        let snapped_flag =
+            (p.orig_len as usize > p.data.len()).then_some(Flag::Snapped { original_len: p.orig_len });
+        match decode::decode(p.link_type, p.data, p.orig_len) {
+            Decoded::Tcp(t) => {
+                let conn = self.reasm.segment(&t, origin, &mut self.sink);
+                let flow = FlowKey {
+                    protocol: 6,
+                    src: t.src,
+                    src_port: t.src_port,
+                    dst: t.dst,
+                    dst_port: t.dst_port,
+                };
+                let owned = owned(p, Some(flow), snapped_flag);
+                self.place_tcp(conn, owned)?;
+                self.drain_events()?;
+                self.drain_closed()?;
+            }
+            Decoded::Udp(src, src_port, dst, dst_port) => {
+                self.stats.udp += 1;
+                let flow = FlowKey { protocol: 17, src, src_port, dst, dst_port };
+                self.packet_case(owned(p, Some(flow), snapped_flag))?;
+            }
+            Decoded::Other(why) => {
+                let flag = if why.is_malformed() {
+                    *self.stats.malformed.entry(why.name()).or_default() += 1;
+                    Some(Flag::Malformed { reason: why.name().to_string() })
+                } else {
+                    *self.stats.other.entry(why.name()).or_default() += 1;
+                    snapped_flag
+                };
+                self.packet_case(owned(p, None, flag))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a TCP packet where its connection says: held until the connection shows what it
+    /// is, counted as HTTP, or a packet case.
+    fn place_tcp(&mut self, conn: u64, pkt: OwnedPacket) -> Result<(), CorpusError> {
+        let mode = match self.sink.conns.get(&conn) {
+            Some(c) => c.http.mode(),
+            // Closed by this very packet: its fate is the closed connection's.
+            None => match self.sink.closed.iter().find(|(id, _)| *id == conn) {
+                Some((_, c)) => c.http.mode(),
+                None => self.closed_modes.get(&conn).copied().unwrap_or(Mode::NotHttp),
+            },
+        };
+        match mode {
+            Mode::Http { .. } | Mode::Upgraded => {
+                self.stats.disposition.http += 1;
+                if let Some(c) = self.sink.conns.get_mut(&conn) {
+                    self.stats.disposition.http += c.held.packets.len() as u64;
+                    c.held.packets.clear();
+                }
+            }
+            Mode::NotHttp => {
+                let held = self.sink.conns.get_mut(&conn).map(|c| std::mem::take(&mut c.held.packets));
+                for h in held.unwrap_or_default() {
+                    self.packet_case(h)?;
+                }
+                self.packet_case(pkt)?;
+            }
+            Mode::Detecting => match self.sink.conns.get_mut(&conn) {
+                Some(c) if c.held.packets.len() < HOLD_MAX => c.held.packets.push(pkt),
+                Some(c) => {
+                    // Too long without payload to decide: these are packets, not HTTP.
+                    let held = std::mem::take(&mut c.held.packets);
+                    for h in held {
+                        self.packet_case(h)?;
+                    }
+                    self.packet_case(pkt)?;
+                }
+                None => self.packet_case(pkt)?,
+            },
+        }
+        Ok(())
+    }
+
+    fn drain_closed(&mut self) -> Result<(), CorpusError> {
+        for (id, c) in std::mem::take(&mut self.sink.closed) {
+            if self.closed_modes.len() >= 1 << 16 {
+                let newest = id;
+                self.closed_modes.retain(|k, _| newest.saturating_sub(*k) < 1 << 15);
+            }
+            self.closed_modes.insert(id, c.http.mode());
+            let name = match c.http.mode() {
+                Mode::Http { .. } => "http",
+                Mode::Upgraded => "http_upgraded",
+                Mode::NotHttp => "not_http",
+                Mode::Detecting => "no_payload",
+            };
+            *self.stats.connections.entry(name).or_default() += 1;
+            self.stats.http_bytes_skipped += c.http.skipped;
+            self.stats.http_malformed_heads += c.http.malformed;
+            match c.http.mode() {
+                Mode::Http { .. } | Mode::Upgraded => {
+                    self.stats.disposition.http += c.held.packets.len() as u64
+                }
+                Mode::NotHttp | Mode::Detecting => {
+                    for h in c.held.packets {
+                        self.packet_case(h)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn drain_events(&mut self) -> Result<(), CorpusError> {
+        for (conn, ev) in std::mem::take(&mut self.sink.events) {
+            match ev {
+                HttpEvent::ResponseWithoutRequest => self.stats.responses_without_request += 1,
+                HttpEvent::Exchange(x) => {
+                    let x = *x;
+                    if x.flags.contains(&Flag::NoResponse) {
+                        self.stats.requests_without_response += 1;
+                    }
+                    if x.flags.iter().any(|f| matches!(f, Flag::TcpGap { .. })) {
+                        self.stats.exchanges_with_gaps += 1;
+                    }
+                    if !self.opts.keep.http {
+                        continue;
+                    }
+                    let mut case = Case::new(CaseData::Http(x.exchange))
+                        .with_source(Source::File {
+                            path: self.file.clone(),
+                            offset: x.origin.offset,
+                            packet: Some(x.origin.packet),
+                        })
+                        .with_time_ns(x.origin.ts_ns)
+                        .with_tag("connection", conn.to_string())
+                        .with_tag("sequence", x.sequence.to_string());
+                    let server = self.sink.conns.get(&conn).map(|c| c.server).or_else(|| {
+                        self.sink.closed.iter().find(|(id, _)| *id == conn).map(|(_, c)| c.server)
+                    });
+                    if let Some((ip, port)) = server {
+                        case = case.with_tag("server", format!("{}", std::net::SocketAddr::new(ip, port)));
+                    }
+                    for f in x.flags {
+                        case.add_flag(f);
+                    }
+                    match self.writer.append(&case)? {
+                        Appended::New => self.stats.exchanges += 1,
+                        Appended::Duplicate => self.stats.duplicate_exchanges += 1,
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn packet_case(&mut self, p: OwnedPacket) -> Result<(), CorpusError> {
+        if !self.opts.keep.packets {
+            self.stats.disposition.not_kept += 1;
+            return Ok(());
+        }
+        let mut case = Case::new(CaseData::Packet(Packet {
+            link_type: p.link_type,
+            data: Blob(p.data),
+            original_len: (p.orig_len as usize != 0).then_some(p.orig_len).filter(|_| p.flag.is_some()),
+            interface: p.interface,
+            flow: p.flow,
+        }))
+        .with_source(Source::File { path: self.file.clone(), offset: p.offset, packet: Some(p.number) })
+        .with_time_ns(p.ts_ns);
+        if let Some(f) = p.flag {
+            case.add_flag(f);
+        }
+        match self.writer.append(&case)? {
+            Appended::New => self.stats.disposition.packet_cases += 1,
+            Appended::Duplicate => self.stats.disposition.duplicate_packets += 1,
+        }
+        Ok(())
+    }
+
+    /// Ends the run: flushes every open connection (requests still waiting become cases flagged
+    /// `no_response`) and returns the accounting.
+    pub fn finish(mut self) -> Result<Stats, CorpusError> {
+        self.reasm.finish_all(&mut self.sink);
+        self.drain_events()?;
+        self.drain_closed()?;
+        self.stats.tcp = self.reasm.stats.clone();
+        Ok(self.stats)
+    }
+}
+
+fn owned(p: &RawPacket<'_>, flow: Option<FlowKey>, flag: Option<Flag>) -> OwnedPacket {
+    OwnedPacket {
+        number: p.number,
+        offset: p.offset,
+        ts_ns: p.ts_ns,
+        link_type: p.link_type,
+        data: p.data.to_vec(),
+        orig_len: p.orig_len,
+        interface: p.interface,
+        flow,
+        flag,
+    }
+}

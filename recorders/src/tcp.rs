@@ -1,0 +1,562 @@
+//! TCP reassembly per flow and direction.
+//!
+//! Sequence numbers are unwrapped into 64-bit stream offsets, so wrap-around is invisible.
+//! Segments are delivered in order; out-of-order ones wait in a buffer bounded per flow and
+//! overall. Overlaps keep the first data seen; a retransmission whose bytes differ from what
+//! was delivered is reported. A hole is never papered over: when the buffer bound is reached,
+//! the flow ends, or the capture ends with bytes missing, the consumer is told how many bytes
+//! are missing and the stream goes on after them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use crate::decode::Tcp;
+
+/// Which end of a connection: `A` sent the first packet seen (the SYN when there is one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The initiator (as far as the capture shows).
+    A,
+    /// The other end.
+    B,
+}
+
+impl Side {
+    /// The other side.
+    pub fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+    fn index(self) -> usize {
+        match self {
+            Side::A => 0,
+            Side::B => 1,
+        }
+    }
+}
+
+/// Where the bytes came from: the packet that carried them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// Capture time of the packet.
+    pub ts_ns: i64,
+    /// Byte offset of the packet record in the file.
+    pub offset: u64,
+    /// 1-based packet number.
+    pub packet: u64,
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Both sides sent FIN (and every byte before it arrived).
+    Fin,
+    /// A RST.
+    Rst,
+    /// No packet for the idle timeout (capture time).
+    Idle,
+    /// The capture ended.
+    CaptureEnd,
+    /// A new SYN reused the flow's addresses and ports.
+    Reused,
+}
+
+/// The consumer of reassembled streams.
+pub trait StreamSink {
+    /// A new connection `conn` between `a` (side A) and `b`.
+    fn open(&mut self, conn: u64, a: (IpAddr, u16), b: (IpAddr, u16), syn_seen: bool);
+    /// In-order bytes of one side.
+    fn data(&mut self, conn: u64, side: Side, bytes: &[u8], origin: Origin);
+    /// `missing` bytes of one side were never captured; the stream goes on after them.
+    fn gap(&mut self, conn: u64, side: Side, missing: u64, origin: Origin);
+    /// A retransmission on `side` carried bytes that differ from the first copy (kept).
+    fn conflict(&mut self, conn: u64, side: Side);
+    /// The connection is over; no more calls for `conn`.
+    fn close(&mut self, conn: u64, end: End, origin: Origin);
+}
+
+/// Memory and time bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Out-of-order bytes one direction may hold before the hole is declared a gap.
+    pub per_flow: usize,
+    /// Out-of-order bytes all flows together may hold.
+    pub global: usize,
+    /// A flow with no packet for this long (capture time) is flushed and closed.
+    pub idle_ns: i64,
+    /// Recently delivered bytes kept per direction to compare retransmissions against.
+    pub recent: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { per_flow: 4 << 20, global: 32 << 20, idle_ns: 120_000_000_000, recent: 8 << 10 }
+    }
+}
+
+/// Reassembly counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TcpStats {
+    /// Connections seen.
+    pub connections: u64,
+    /// Connections whose start (SYN) was not in the capture.
+    pub without_syn: u64,
+    /// Segments that carried only bytes already delivered.
+    pub retransmissions: u64,
+    /// Retransmissions whose bytes differed from the first copy.
+    pub retransmission_conflicts: u64,
+    /// Holes in streams.
+    pub gaps: u64,
+    /// Bytes missing in those holes.
+    pub bytes_missing: u64,
+    /// Holes declared early because a buffer bound was reached.
+    pub forced_gaps: u64,
+    /// Connections ended by RST.
+    pub resets: u64,
+    /// Connections flushed by the idle timeout.
+    pub idle_closed: u64,
+    /// Segments after a side's FIN (ignored).
+    pub after_fin: u64,
+    /// Packets of a connection already closed by FIN or RST (late ACKs, repeated FINs).
+    pub after_close: u64,
+    /// Largest out-of-order buffer held at once, all flows together.
+    pub peak_buffered: u64,
+}
+
+#[derive(Default)]
+struct Dir {
+    started: bool,
+    last_seq: u32,
+    last_abs: i64,
+    next: i64,
+    /// Out-of-order segments: start -> (bytes, bytes the snap length cut off after them).
+    pending: BTreeMap<i64, (Vec<u8>, u32)>,
+    pending_bytes: usize,
+    fin_at: Option<i64>,
+    done: bool,
+    recent: Vec<u8>,
+}
+
+impl Dir {
+    fn abs(&mut self, seq: u32) -> i64 {
+        let abs = self.last_abs + i64::from(seq.wrapping_sub(self.last_seq) as i32);
+        if abs > self.last_abs {
+            self.last_abs = abs;
+            self.last_seq = seq;
+        }
+        abs
+    }
+}
+
+struct Flow {
+    key: Key,
+    conn: u64,
+    a: (IpAddr, u16),
+    dirs: [Dir; 2],
+    last_ts: i64,
+    last_origin: Origin,
+}
+
+type Key = (IpAddr, u16, IpAddr, u16);
+
+fn key(src: (IpAddr, u16), dst: (IpAddr, u16)) -> Key {
+    if src <= dst { (src.0, src.1, dst.0, dst.1) } else { (dst.0, dst.1, src.0, src.1) }
+}
+
+/// The reassembler: feed it segments, it calls the sink.
+pub struct Reassembler {
+    flows: HashMap<Key, Flow>,
+    limits: Limits,
+    buffered: usize,
+    next_conn: u64,
+    last_sweep: i64,
+    /// Flows closed by FIN or RST, with when: late ACKs and retransmitted FINs belong to them.
+    closed: HashMap<Key, (u64, i64)>,
+    /// Counters.
+    pub stats: TcpStats,
+}
+
+impl Reassembler {
+    /// A reassembler with these bounds.
+    pub fn new(limits: Limits) -> Reassembler {
+        Reassembler {
+            flows: HashMap::new(),
+            limits,
+            buffered: 0,
+            next_conn: 0,
+            last_sweep: i64::MIN,
+            closed: HashMap::new(),
+            stats: TcpStats::default(),
+        }
+    }
+
+    /// The connection a segment belongs to, if its flow is open.
+    pub fn conn_of(&self, t: &Tcp<'_>) -> Option<u64> {
+        self.flows.get(&key((t.src, t.src_port), (t.dst, t.dst_port))).map(|f| f.conn)
+    }
+
+    /// Open connections.
+    pub fn open_flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Feeds one segment; returns its connection number.
+    pub fn segment<S: StreamSink>(&mut self, t: &Tcp<'_>, origin: Origin, sink: &mut S) -> u64 {
+        self.sweep(origin.ts_ns, sink);
+        let src = (t.src, t.src_port);
+        let dst = (t.dst, t.dst_port);
+        let k = key(src, dst);
+        // A SYN (without ACK) on a flow that has carried data starts a new connection.
+        if t.syn
+            && !t.ack
+            && let Some(f) = self.flows.get(&k)
+        {
+            let reused = f.dirs.iter().any(|d| d.next > 0 || !d.pending.is_empty());
+            if reused {
+                let f = self.flows.remove(&k).expect("present");
+                self.finish(f, End::Reused, origin, sink);
+            }
+        }
+        if !self.flows.contains_key(&k)
+            && !t.syn
+            && let Some(&(conn, at)) = self.closed.get(&k)
+            && origin.ts_ns.saturating_sub(at) <= self.limits.idle_ns
+        {
+            self.stats.after_close += 1;
+            return conn;
+        }
+        let flow = match self.flows.get_mut(&k) {
+            Some(f) => f,
+            None => {
+                self.next_conn += 1;
+                self.stats.connections += 1;
+                // Without a SYN, the sender of the first packet seen is side A; with a SYN-ACK
+                // first, the receiver is the initiator.
+                let a = if t.syn && t.ack { dst } else { src };
+                let syn_seen = t.syn;
+                if !syn_seen {
+                    self.stats.without_syn += 1;
+                }
+                sink.open(self.next_conn, a, if a == src { dst } else { src }, syn_seen);
+                self.flows.entry(k).or_insert(Flow {
+                    key: k,
+                    conn: self.next_conn,
+                    a,
+                    dirs: [Dir::default(), Dir::default()],
+                    last_ts: origin.ts_ns,
+                    last_origin: origin,
+                })
+            }
+        };
+        flow.last_ts = origin.ts_ns;
+        flow.last_origin = origin;
+        let conn = flow.conn;
+        let side = if src == flow.a { Side::A } else { Side::B };
+        let dir = &mut flow.dirs[side.index()];
+        if t.syn {
+            if !dir.started {
+                dir.started = true;
+                dir.last_seq = t.seq.wrapping_add(1);
+                dir.last_abs = 0;
+                dir.next = 0;
+            }
+        } else if !dir.started {
+            dir.started = true;
+            dir.last_seq = t.seq;
+            dir.last_abs = 0;
+            dir.next = 0;
+        }
+        if t.rst {
+            self.stats.resets += 1;
+            let f = self.flows.remove(&k).expect("present");
+            self.finish(f, End::Rst, origin, sink);
+            return conn;
+        }
+        let start = if t.syn { dir.abs(t.seq.wrapping_add(1)) } else { dir.abs(t.seq) };
+        let wire_len = t.payload.len() as i64 + i64::from(t.snapped);
+        if t.fin {
+            dir.fin_at.get_or_insert(start + wire_len);
+        }
+        if !t.payload.is_empty() || t.snapped > 0 {
+            if dir.done {
+                self.stats.after_fin += 1;
+            } else {
+                let limits = self.limits;
+                let stats = &mut self.stats;
+                let buffered = &mut self.buffered;
+                accept(dir, start, t.payload, t.snapped, limits, buffered, stats, conn, side, origin, sink);
+                if *buffered > limits.global {
+                    // Over the global bound: this flow's holes become gaps now.
+                    force_gaps(dir, buffered, stats, conn, side, origin, limits.recent, sink);
+                }
+                self.stats.peak_buffered = self.stats.peak_buffered.max(self.buffered as u64);
+            }
+        }
+        let dir = &mut flow.dirs[side.index()];
+        if let Some(fin) = dir.fin_at
+            && dir.next >= fin
+            && !dir.done
+        {
+            dir.done = true;
+        }
+        if flow.dirs.iter().all(|d| d.done) {
+            let f = self.flows.remove(&k).expect("present");
+            self.finish(f, End::Fin, origin, sink);
+        }
+        conn
+    }
+
+    /// Closes flows idle for longer than the limit (capture time), at most once a second.
+    fn sweep<S: StreamSink>(&mut self, now: i64, sink: &mut S) {
+        if now < self.last_sweep.saturating_add(1_000_000_000) {
+            return;
+        }
+        self.last_sweep = now;
+        let idle_ns = self.limits.idle_ns;
+        self.closed.retain(|_, (_, at)| now.saturating_sub(*at) <= idle_ns);
+        let idle: Vec<Key> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| now.saturating_sub(f.last_ts) > self.limits.idle_ns)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in idle {
+            let f = self.flows.remove(&k).expect("present");
+            self.stats.idle_closed += 1;
+            let origin = f.last_origin;
+            self.finish(f, End::Idle, origin, sink);
+        }
+    }
+
+    /// Flushes and closes every flow (at the end of the capture).
+    pub fn finish_all<S: StreamSink>(&mut self, sink: &mut S) {
+        let mut flows: Vec<Flow> = self.flows.drain().map(|(_, f)| f).collect();
+        flows.sort_by_key(|f| f.conn);
+        for f in flows {
+            let origin = f.last_origin;
+            self.finish(f, End::CaptureEnd, origin, sink);
+        }
+    }
+
+    fn finish<S: StreamSink>(&mut self, mut f: Flow, end: End, origin: Origin, sink: &mut S) {
+        for side in [Side::A, Side::B] {
+            let dir = &mut f.dirs[side.index()];
+            let keep = self.limits.recent;
+            force_gaps(dir, &mut self.buffered, &mut self.stats, f.conn, side, origin, keep, sink);
+            // A FIN beyond what arrived: the end of the stream was lost.
+            if let Some(fin) = dir.fin_at
+                && fin > dir.next
+                && !dir.done
+            {
+                let missing = (fin - dir.next) as u64;
+                self.stats.gaps += 1;
+                self.stats.bytes_missing += missing;
+                sink.gap(f.conn, side, missing, origin);
+                dir.next = fin;
+            }
+        }
+        if matches!(end, End::Fin | End::Rst) {
+            if self.closed.len() >= 1 << 16 {
+                // Bounded: forget the oldest half.
+                let mut ats: Vec<i64> = self.closed.values().map(|v| v.1).collect();
+                ats.sort_unstable();
+                let cut = ats[ats.len() / 2];
+                self.closed.retain(|_, v| v.1 > cut);
+            }
+            self.closed.insert(f.key, (f.conn, origin.ts_ns));
+        }
+        sink.close(f.conn, end, origin);
+    }
+}
+
+/// Delivers everything buffered, declaring each hole before it a gap.
+#[allow(clippy::too_many_arguments)]
+fn force_gaps<S: StreamSink>(
+    dir: &mut Dir,
+    buffered: &mut usize,
+    stats: &mut TcpStats,
+    conn: u64,
+    side: Side,
+    origin: Origin,
+    keep: usize,
+    sink: &mut S,
+) {
+    while let Some((&at, _)) = dir.pending.iter().next() {
+        if at > dir.next {
+            let missing = (at - dir.next) as u64;
+            stats.gaps += 1;
+            stats.bytes_missing += missing;
+            stats.forced_gaps += 1;
+            sink.gap(conn, side, missing, origin);
+            dir.next = at;
+        }
+        drain(dir, buffered, stats, conn, side, origin, keep, sink);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn accept<S: StreamSink>(
+    dir: &mut Dir,
+    start: i64,
+    payload: &[u8],
+    snapped: u32,
+    limits: Limits,
+    buffered: &mut usize,
+    stats: &mut TcpStats,
+    conn: u64,
+    side: Side,
+    origin: Origin,
+    sink: &mut S,
+) {
+    let end = start + payload.len() as i64;
+    if end + i64::from(snapped) <= dir.next {
+        stats.retransmissions += 1;
+        check_conflict(dir, start, payload, stats, conn, side, sink);
+        return;
+    }
+    if start <= dir.next {
+        let skip = (dir.next - start).min(payload.len() as i64) as usize;
+        check_conflict(dir, start, &payload[..skip], stats, conn, side, sink);
+        deliver(dir, &payload[skip..], limits.recent, conn, side, origin, sink);
+        snap_gap(dir, end, snapped, stats, conn, side, origin, sink);
+        drain(dir, buffered, stats, conn, side, origin, limits.recent, sink);
+        return;
+    }
+    // Out of order: hold it (first copy wins for a repeated start).
+    if let Some((existing, _)) = dir.pending.get(&start) {
+        let common = existing.len().min(payload.len());
+        if existing[..common] != payload[..common] {
+            stats.retransmission_conflicts += 1;
+            sink.conflict(conn, side);
+        }
+        if payload.len() <= existing.len() {
+            stats.retransmissions += 1;
+            return;
+        }
+        let tail_at = start + existing.len() as i64;
+        let tail = payload[existing.len()..].to_vec();
+        *buffered += tail.len();
+        dir.pending_bytes += tail.len();
+        dir.pending.entry(tail_at).or_insert((tail, snapped));
+    } else {
+        *buffered += payload.len();
+        dir.pending_bytes += payload.len();
+        dir.pending.insert(start, (payload.to_vec(), snapped));
+    }
+    if dir.pending_bytes > limits.per_flow {
+        force_gaps(dir, buffered, stats, conn, side, origin, limits.recent, sink);
+    }
+}
+
+/// Delivers buffered segments that now continue the stream.
+#[allow(clippy::too_many_arguments)]
+fn drain<S: StreamSink>(
+    dir: &mut Dir,
+    buffered: &mut usize,
+    stats: &mut TcpStats,
+    conn: u64,
+    side: Side,
+    origin: Origin,
+    keep: usize,
+    sink: &mut S,
+) {
+    while let Some(entry) = dir.pending.first_entry() {
+        let at = *entry.key();
+        if at > dir.next {
+            break;
+        }
+        let (seg, snapped) = entry.remove();
+        *buffered -= seg.len();
+        dir.pending_bytes -= seg.len();
+        let end = at + seg.len() as i64;
+        if end + i64::from(snapped) <= dir.next {
+            if !seg.is_empty() {
+                stats.retransmissions += 1;
+                check_conflict(dir, at, &seg, stats, conn, side, sink);
+            }
+            continue;
+        }
+        let skip = ((dir.next - at) as usize).min(seg.len());
+        check_conflict(dir, at, &seg[..skip], stats, conn, side, sink);
+        deliver(dir, &seg[skip..], keep, conn, side, origin, sink);
+        snap_gap(dir, end, snapped, stats, conn, side, origin, sink);
+    }
+}
+
+/// After a segment the capture cut short, the bytes it lost are a hole.
+#[allow(clippy::too_many_arguments)]
+fn snap_gap<S: StreamSink>(
+    dir: &mut Dir,
+    end: i64,
+    snapped: u32,
+    stats: &mut TcpStats,
+    conn: u64,
+    side: Side,
+    origin: Origin,
+    sink: &mut S,
+) {
+    let wire_end = end + i64::from(snapped);
+    if snapped > 0 && dir.next >= end && wire_end > dir.next {
+        let missing = (wire_end - dir.next) as u64;
+        stats.gaps += 1;
+        stats.bytes_missing += missing;
+        sink.gap(conn, side, missing, origin);
+        dir.next = wire_end;
+    }
+}
+
+fn deliver<S: StreamSink>(
+    dir: &mut Dir,
+    bytes: &[u8],
+    keep: usize,
+    conn: u64,
+    side: Side,
+    origin: Origin,
+    sink: &mut S,
+) {
+    if bytes.is_empty() {
+        return;
+    }
+    sink.data(conn, side, bytes, origin);
+    dir.next += bytes.len() as i64;
+    // Keep the last `keep` bytes to compare retransmissions against.
+    if bytes.len() >= keep {
+        dir.recent.clear();
+        dir.recent.extend_from_slice(&bytes[bytes.len() - keep..]);
+    } else {
+        dir.recent.extend_from_slice(bytes);
+        if dir.recent.len() > 2 * keep {
+            let cut = dir.recent.len() - keep;
+            dir.recent.drain(..cut);
+        }
+    }
+}
+
+/// Compares bytes at `[start, start + len)` (all before `dir.next`) with what was delivered.
+fn check_conflict<S: StreamSink>(
+    dir: &Dir,
+    start: i64,
+    bytes: &[u8],
+    stats: &mut TcpStats,
+    conn: u64,
+    side: Side,
+    sink: &mut S,
+) {
+    if bytes.is_empty() {
+        return;
+    }
+    let recent_start = dir.next - dir.recent.len() as i64;
+    let from = start.max(recent_start);
+    let to = (start + bytes.len() as i64).min(dir.next);
+    if from >= to {
+        return;
+    }
+    let ours = &dir.recent[(from - recent_start) as usize..(to - recent_start) as usize];
+    let theirs = &bytes[(from - start) as usize..(to - start) as usize];
+    if ours != theirs {
+        stats.retransmission_conflicts += 1;
+        sink.conflict(conn, side);
+    }
+}

@@ -1,0 +1,177 @@
+//! `replay record pcap ...`: captures into a corpus, with an accounting of every packet.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use corpora::{CorpusWriter, WriterOptions};
+use recorders::pcap::{Keep, Options, Recorder, Stats};
+
+use crate::output::{Ui, size};
+
+/// Recorders.
+#[derive(Debug, Subcommand)]
+pub enum RecordAction {
+    /// Read pcap or pcapng captures (gzip-compressed too; `-` for stdin): HTTP/1.1 exchanges
+    /// on any port become HTTP cases, everything else packet cases. Ends with an accounting of
+    /// every packet, also stored in the corpus manifest.
+    Pcap {
+        /// Capture files.
+        #[arg(required = true, value_name = "CAPTURE")]
+        captures: Vec<PathBuf>,
+        /// The corpus to write (created if needed, appended to otherwise).
+        #[arg(long, short, value_name = "CORPUS")]
+        out: PathBuf,
+        /// What to keep: `http`, `packets`, or both (comma-separated).
+        #[arg(long, default_value = "http,packets", value_parser = parse_keep)]
+        keep: Keep,
+    },
+}
+
+fn parse_keep(s: &str) -> Result<Keep, String> {
+    let mut keep = Keep { http: false, packets: false };
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part {
+            "http" => keep.http = true,
+            "packets" => keep.packets = true,
+            other => return Err(format!("unknown kind {other:?}: expected http or packets")),
+        }
+    }
+    if !keep.http && !keep.packets {
+        return Err("keep at least one of http, packets".into());
+    }
+    Ok(keep)
+}
+
+struct Counting<R> {
+    inner: R,
+    bar: indicatif::ProgressBar,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
+pub fn run(action: RecordAction, ui: &Ui) -> anyhow::Result<i32> {
+    let RecordAction::Pcap { captures, out, keep } = action;
+    let started = Instant::now();
+    let mut writer = CorpusWriter::open_or_create(&out, WriterOptions::default())?;
+    writer.problems().iter().for_each(|p| ui.problem(p));
+    let mut recorder = Recorder::new(&mut writer, Options { keep, ..Options::default() });
+    let mut input_bytes = 0u64;
+    for path in &captures {
+        let (src, total, name): (Box<dyn Read>, u64, String) = if path.as_os_str() == "-" {
+            (Box::new(io::stdin().lock()), 0, "<stdin>".to_string())
+        } else {
+            let f = File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            (Box::new(f), len, path.display().to_string())
+        };
+        input_bytes += total;
+        let bar = ui.bytes_bar(total, "recording");
+        let counted: Box<dyn Read> = Box::new(Counting { inner: src, bar: bar.clone() });
+        recorder.read(counted, &name)?;
+        bar.finish_and_clear();
+    }
+    let stats = recorder.finish()?;
+    writer.add_recording(serde_json::to_value(&stats)?);
+    writer.close()?;
+    let elapsed = started.elapsed().as_secs_f64();
+    if !ui.is_quiet() {
+        print_summary(&stats, &out, input_bytes, elapsed)?;
+    }
+    for e in &stats.errors {
+        eprintln!("error: {e}; every packet before it was recorded");
+    }
+    if stats.packets == 0 && stats.errors.is_empty() {
+        bail!(
+            "no packets in {}",
+            captures.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(if stats.errors.is_empty() { ui.exit_code() } else { crate::exit_codes::INPUT_ERROR })
+}
+
+fn list(map: &std::collections::BTreeMap<&'static str, u64>) -> String {
+    map.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+}
+
+fn print_summary(s: &Stats, out: &std::path::Path, input: u64, elapsed: f64) -> io::Result<()> {
+    let mut o = io::stdout().lock();
+    let rate = if elapsed > 0.0 { input as f64 / elapsed / 1e6 } else { 0.0 };
+    writeln!(
+        o,
+        "recorded {} file(s) into {} in {elapsed:.2} s ({}, {rate:.0} MB/s)",
+        s.files.len(),
+        out.display(),
+        size(input)
+    )?;
+    let span = match (s.first_ns, s.last_ns) {
+        (Some(a), Some(b)) => format!(", capture spans {:.3} s", (b - a) as f64 / 1e9),
+        _ => String::new(),
+    };
+    let d = &s.disposition;
+    writeln!(o, "  packets     {:>10}  ({} captured{span})", s.packets, size(s.bytes))?;
+    writeln!(o, "    in HTTP connections   {:>10}", d.http)?;
+    writeln!(
+        o,
+        "    packet cases          {:>10}  (+{} duplicates of a case present)",
+        d.packet_cases, d.duplicate_packets
+    )?;
+    writeln!(o, "    not kept (--keep)     {:>10}", d.not_kept)?;
+    writeln!(
+        o,
+        "  exchanges   {:>10}  new cases (+{} already present); {} with gaps",
+        s.exchanges, s.duplicate_exchanges, s.exchanges_with_gaps
+    )?;
+    writeln!(
+        o,
+        "    requests without response  {:>6}  (kept, flagged no_response)",
+        s.requests_without_response
+    )?;
+    writeln!(
+        o,
+        "    responses without request  {:>6}  (not kept: no request to replay)",
+        s.responses_without_request
+    )?;
+    let t = &s.tcp;
+    writeln!(
+        o,
+        "  tcp         {:>10}  connections ({}); {} without SYN",
+        t.connections,
+        list(&s.connections),
+        t.without_syn
+    )?;
+    writeln!(
+        o,
+        "              {} retransmissions ({} with different bytes), {} gaps ({} bytes missing), {} resets, {} closed idle",
+        t.retransmissions, t.retransmission_conflicts, t.gaps, t.bytes_missing, t.resets, t.idle_closed
+    )?;
+    if s.http_malformed_heads > 0 || s.http_bytes_skipped > 0 {
+        writeln!(
+            o,
+            "  http        {} malformed heads, {} bytes skipped to the next message start",
+            s.http_malformed_heads, s.http_bytes_skipped
+        )?;
+    }
+    if s.udp > 0 {
+        writeln!(o, "  udp         {:>10}  datagrams", s.udp)?;
+    }
+    if !s.other.is_empty() {
+        writeln!(o, "  other       {}", list(&s.other))?;
+    }
+    if !s.malformed.is_empty() {
+        writeln!(o, "  malformed   {} (kept as packet cases flagged malformed)", list(&s.malformed))?;
+    }
+    if !s.capture_warnings.is_empty() {
+        writeln!(o, "  warnings    {}", list(&s.capture_warnings))?;
+    }
+    Ok(())
+}

@@ -135,6 +135,9 @@ pub struct HttpConn {
     /// Requests waiting for their responses, oldest first.
     waiting: VecDeque<Message>,
     requests: u64,
+    /// The last finished exchange, held until the next one finishes or the connection closes,
+    /// so that a late retransmission with different bytes can still flag it.
+    held: Option<Box<Exchange>>,
     /// Bytes skipped while looking for a message start after a hole.
     pub skipped: u64,
     /// Malformed heads seen.
@@ -219,6 +222,7 @@ impl HttpConn {
             parsers: [Parser::new(), Parser::new()],
             waiting: VecDeque::new(),
             requests: 0,
+            held: None,
             skipped: 0,
             malformed: 0,
         }
@@ -291,11 +295,29 @@ impl HttpConn {
         }
     }
 
-    /// A retransmission on `side` carried different bytes: flag the message in progress there.
+    /// A retransmission on `side` carried different bytes: flag the message in progress there,
+    /// or, between messages, the exchange that just finished.
     pub fn conflict(&mut self, side: Side) {
         let p = &mut self.parsers[idx(side)];
-        if !p.msg.flags.contains(&Flag::RetransmitConflict) {
-            p.msg.flags.push(Flag::RetransmitConflict);
+        let in_progress = p.msg.request.is_some() || p.msg.response.is_some() || !p.buf.is_empty();
+        let flags = match (&mut self.held, in_progress) {
+            (Some(h), false) => &mut h.flags,
+            _ => &mut p.msg.flags,
+        };
+        if !flags.contains(&Flag::RetransmitConflict) {
+            flags.push(Flag::RetransmitConflict);
+        }
+    }
+
+    /// Passes an event on, holding back the newest exchange (see `held`).
+    fn emit(&mut self, ev: HttpEvent, out: &mut Vec<HttpEvent>) {
+        match ev {
+            HttpEvent::Exchange(x) => {
+                if let Some(prev) = self.held.replace(x) {
+                    out.push(HttpEvent::Exchange(prev));
+                }
+            }
+            other => out.push(other),
         }
     }
 
@@ -304,7 +326,11 @@ impl HttpConn {
     pub fn close(&mut self, out: &mut Vec<HttpEvent>) {
         let client = match self.mode {
             Mode::Http { client } => client,
-            Mode::Upgraded => return self.flush_waiting(out),
+            Mode::Upgraded => {
+                self.flush_waiting(out);
+                out.extend(self.held.take().map(HttpEvent::Exchange));
+                return;
+            }
             Mode::Detecting | Mode::NotHttp => return,
         };
         for side in [Side::A, Side::B] {
@@ -330,12 +356,13 @@ impl HttpConn {
             }
         }
         self.flush_waiting(out);
+        out.extend(self.held.take().map(HttpEvent::Exchange));
     }
 
     fn flush_waiting(&mut self, out: &mut Vec<HttpEvent>) {
         while let Some(mut req) = self.waiting.pop_front() {
             req.flags.push(Flag::NoResponse);
-            out.push(exchange(req, None));
+            self.emit(exchange(req, None), out);
         }
     }
 
@@ -458,6 +485,10 @@ impl HttpConn {
                     Some(n) => Body::Length(n),
                 }
             };
+            let mut request = request;
+            if let Body::Length(n) = body {
+                request.body.0.reserve((n as usize).min(self.limits.max_body).min(1 << 20));
+            }
             p.msg.request = Some(request);
             p.state = State::Body(body);
             Ok(Some(n))
@@ -496,6 +527,10 @@ impl HttpConn {
             let p = &mut self.parsers[idx(side)];
             p.msg.sse = header(&response.headers, "content-type")
                 .is_some_and(|v| v.len() >= 17 && v[..17].eq_ignore_ascii_case(b"text/event-stream"));
+            let mut response = response;
+            if let Body::Length(n) = body {
+                response.body.0.reserve((n as usize).min(self.limits.max_body).min(1 << 20));
+            }
             p.msg.response = Some(response);
             p.state = State::Body(body);
             Ok(Some(n))
@@ -520,8 +555,11 @@ impl HttpConn {
         let status = resp.status;
         if (100..200).contains(&status) && status != 101 {
             // Interim: kept with the exchange it belongs to.
-            if let (Some(front), Some(r)) = (self.waiting.front_mut(), msg.response) {
-                front.interim.push(r);
+            // It answers the oldest unanswered request: one waiting, or the one still being sent.
+            let Some(r) = msg.response else { return };
+            match self.waiting.front_mut() {
+                Some(front) => front.interim.push(r),
+                None => self.parsers[idx(side.other())].msg.interim.push(r),
             }
             return;
         }
@@ -530,7 +568,7 @@ impl HttpConn {
             return;
         };
         let method_connect = req.request.as_ref().is_some_and(|r| r.method == "CONNECT");
-        out.push(exchange(req, Some(msg)));
+        self.emit(exchange(req, Some(msg)), out);
         if status == 101 || (method_connect && (200..300).contains(&status)) {
             self.mode = Mode::Upgraded;
             self.flush_waiting(out);

@@ -4,7 +4,9 @@
 //! adds up: part of an HTTP connection, a packet case, a duplicate of a packet case, or not
 //! kept (because `--keep` left packets out).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::io::Read;
 use std::net::IpAddr;
 
@@ -199,7 +201,7 @@ impl<'w> Recorder<'w> {
             sink: Sink { limits: opts.http, ..Sink::default() },
             stats: Stats { recorder: "pcap", ..Stats::default() },
             file: String::new(),
-            closed_modes: HashMap::new(),
+            closed_modes: HashMap::default(),
         }
     }
 
@@ -255,8 +257,7 @@ impl<'w> Recorder<'w> {
                     dst: t.dst,
                     dst_port: t.dst_port,
                 };
-                let owned = owned(p, Some(flow), snapped_flag);
-                self.place_tcp(conn, owned)?;
+                self.place_tcp(conn, p, flow, snapped_flag)?;
                 self.drain_events()?;
                 self.drain_closed()?;
             }
@@ -281,7 +282,15 @@ impl<'w> Recorder<'w> {
 
     /// Puts a TCP packet where its connection says: held until the connection shows what it
     /// is, counted as HTTP, or a packet case.
-    fn place_tcp(&mut self, conn: u64, pkt: OwnedPacket) -> Result<(), CorpusError> {
+    fn place_tcp(
+        &mut self,
+        conn: u64,
+        p: &RawPacket<'_>,
+        flow: FlowKey,
+        flag: Option<Flag>,
+    ) -> Result<(), CorpusError> {
+        // Copied only when it is not (yet) known to be HTTP: the common case copies nothing.
+        let pkt = || owned(p, Some(flow), flag);
         let mode = match self.sink.conns.get(&conn) {
             Some(c) => c.http.mode(),
             // Closed by this very packet: its fate is the closed connection's.
@@ -303,19 +312,19 @@ impl<'w> Recorder<'w> {
                 for h in held.unwrap_or_default() {
                     self.packet_case(h)?;
                 }
-                self.packet_case(pkt)?;
+                self.packet_case(pkt())?;
             }
             Mode::Detecting => match self.sink.conns.get_mut(&conn) {
-                Some(c) if c.held.packets.len() < HOLD_MAX => c.held.packets.push(pkt),
+                Some(c) if c.held.packets.len() < HOLD_MAX => c.held.packets.push(pkt()),
                 Some(c) => {
                     // Too long without payload to decide: these are packets, not HTTP.
                     let held = std::mem::take(&mut c.held.packets);
                     for h in held {
                         self.packet_case(h)?;
                     }
-                    self.packet_case(pkt)?;
+                    self.packet_case(pkt())?;
                 }
-                None => self.packet_case(pkt)?,
+                None => self.packet_case(pkt())?,
             },
         }
         Ok(())

@@ -7,7 +7,9 @@
 //! the flow ends, or the capture ends with bytes missing, the consumer is told how many bytes
 //! are missing and the stream goes on after them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::net::IpAddr;
 
 use crate::decode::Tcp;
@@ -136,7 +138,10 @@ struct Dir {
     pending_bytes: usize,
     fin_at: Option<i64>,
     done: bool,
+    /// The last delivered bytes, as a ring: `recent[(next - k) % len]` is the byte k back.
     recent: Vec<u8>,
+    /// How many bytes of `recent` are filled (at most its length).
+    recent_fill: usize,
 }
 
 impl Dir {
@@ -182,12 +187,12 @@ impl Reassembler {
     /// A reassembler with these bounds.
     pub fn new(limits: Limits) -> Reassembler {
         Reassembler {
-            flows: HashMap::new(),
+            flows: HashMap::default(),
             limits,
             buffered: 0,
             next_conn: 0,
             last_sweep: i64::MIN,
-            closed: HashMap::new(),
+            closed: HashMap::default(),
             stats: TcpStats::default(),
         }
     }
@@ -520,18 +525,19 @@ fn deliver<S: StreamSink>(
         return;
     }
     sink.data(conn, side, bytes, origin);
-    dir.next += bytes.len() as i64;
-    // Keep the last `keep` bytes to compare retransmissions against.
-    if bytes.len() >= keep {
-        dir.recent.clear();
-        dir.recent.extend_from_slice(&bytes[bytes.len() - keep..]);
-    } else {
-        dir.recent.extend_from_slice(bytes);
-        if dir.recent.len() > 2 * keep {
-            let cut = dir.recent.len() - keep;
-            dir.recent.drain(..cut);
-        }
+    // Keep the last `keep` bytes in a ring (one copy per byte, no shifting), to compare
+    // retransmissions against.
+    if dir.recent.len() != keep {
+        dir.recent = vec![0; keep];
+        dir.recent_fill = 0;
     }
+    let tail = &bytes[bytes.len().saturating_sub(keep)..];
+    let start = ((dir.next + (bytes.len() - tail.len()) as i64) as u64 % keep as u64) as usize;
+    let first = tail.len().min(keep - start);
+    dir.recent[start..start + first].copy_from_slice(&tail[..first]);
+    dir.recent[..tail.len() - first].copy_from_slice(&tail[first..]);
+    dir.recent_fill = (dir.recent_fill + bytes.len()).min(keep);
+    dir.next += bytes.len() as i64;
 }
 
 /// Compares bytes at `[start, start + len)` (all before `dir.next`) with what was delivered.
@@ -547,15 +553,15 @@ fn check_conflict<S: StreamSink>(
     if bytes.is_empty() {
         return;
     }
-    let recent_start = dir.next - dir.recent.len() as i64;
+    let recent_start = dir.next - dir.recent_fill as i64;
     let from = start.max(recent_start);
     let to = (start + bytes.len() as i64).min(dir.next);
     if from >= to {
         return;
     }
-    let ours = &dir.recent[(from - recent_start) as usize..(to - recent_start) as usize];
-    let theirs = &bytes[(from - start) as usize..(to - start) as usize];
-    if ours != theirs {
+    let len = dir.recent.len() as u64;
+    let differs = (from..to).any(|at| dir.recent[(at as u64 % len) as usize] != bytes[(at - start) as usize]);
+    if differs {
         stats.retransmission_conflicts += 1;
         sink.conflict(conn, side);
     }

@@ -1,0 +1,558 @@
+//! Captures built in code (etherparse frames, pcap-file writers), one per reassembly, HTTP,
+//! link-type and file-format case the recorder must handle.
+
+use std::io::{Cursor, Write};
+use std::time::Duration;
+
+use corpora::{Case, CaseData, Corpus, CorpusWriter, Flag, HttpExchange, WriterOptions};
+use etherparse::{PacketBuilder, VlanId};
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::pcapng::PcapNgWriter;
+use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::{DataLink, Endianness, TsResolution};
+use recorders::pcap::{Keep, Options, Recorder, Stats};
+
+const C: [u8; 4] = [10, 0, 0, 1];
+const S: [u8; 4] = [10, 0, 0, 2];
+const T0: i64 = 1_700_000_000_000_000_000;
+
+#[derive(Clone, Copy)]
+enum F {
+    Syn,
+    SynAck,
+    Ack,
+    Fin,
+    Rst,
+}
+
+/// One TCP connection's packets, with sequence numbers tracked.
+struct Conn {
+    cport: u16,
+    sport: u16,
+    cseq: u32,
+    sseq: u32,
+    pkts: Vec<Vec<u8>>,
+}
+
+impl Conn {
+    fn new(cport: u16, cseq: u32, sseq: u32) -> Conn {
+        Conn { cport, sport: 80, cseq, sseq, pkts: Vec::new() }
+    }
+    fn frame(&self, from_client: bool, seq: u32, ack: u32, flag: Option<F>, payload: &[u8]) -> Vec<u8> {
+        let (src, dst, sp, dp) =
+            if from_client { (C, S, self.cport, self.sport) } else { (S, C, self.sport, self.cport) };
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(src, dst, 64)
+            .tcp(sp, dp, seq, 65535);
+        let b = match flag {
+            Some(F::Syn) => b.syn(),
+            Some(F::SynAck) => b.syn().ack(ack),
+            Some(F::Fin) => b.fin().ack(ack),
+            Some(F::Rst) => b.rst(),
+            Some(F::Ack) | None => b.ack(ack),
+        };
+        let mut out = Vec::new();
+        b.write(&mut out, payload).unwrap();
+        out
+    }
+    fn handshake(&mut self) -> &mut Self {
+        let p = self.frame(true, self.cseq, 0, Some(F::Syn), b"");
+        self.pkts.push(p);
+        let p = self.frame(false, self.sseq, self.cseq + 1, Some(F::SynAck), b"");
+        self.pkts.push(p);
+        self.cseq += 1;
+        self.sseq += 1;
+        let p = self.frame(true, self.cseq, self.sseq, Some(F::Ack), b"");
+        self.pkts.push(p);
+        self
+    }
+    /// A data segment (not pushed: the caller decides order).
+    fn seg(&mut self, from_client: bool, data: &[u8]) -> Vec<u8> {
+        let (seq, ack) = if from_client { (self.cseq, self.sseq) } else { (self.sseq, self.cseq) };
+        let p = self.frame(from_client, seq, ack, None, data);
+        if from_client {
+            self.cseq = self.cseq.wrapping_add(data.len() as u32);
+        } else {
+            self.sseq = self.sseq.wrapping_add(data.len() as u32);
+        }
+        p
+    }
+    fn send(&mut self, from_client: bool, data: &[u8]) -> &mut Self {
+        let p = self.seg(from_client, data);
+        self.pkts.push(p);
+        self
+    }
+    fn fin(&mut self) -> &mut Self {
+        let p = self.frame(true, self.cseq, self.sseq, Some(F::Fin), b"");
+        self.pkts.push(p);
+        let p = self.frame(false, self.sseq, self.cseq + 1, Some(F::Fin), b"");
+        self.pkts.push(p);
+        self.cseq += 1;
+        self.sseq += 1;
+        let p = self.frame(true, self.cseq, self.sseq, Some(F::Ack), b"");
+        self.pkts.push(p);
+        self
+    }
+    fn rst(&mut self, from_client: bool) -> &mut Self {
+        let seq = if from_client { self.cseq } else { self.sseq };
+        let p = self.frame(from_client, seq, 0, Some(F::Rst), b"");
+        self.pkts.push(p);
+        self
+    }
+}
+
+fn pcap_bytes(frames: &[Vec<u8>], datalink: DataLink, endianness: Endianness, ts: TsResolution) -> Vec<u8> {
+    let header =
+        PcapHeader { datalink, endianness, ts_resolution: ts, snaplen: 65535, ..PcapHeader::default() };
+    let mut w = PcapWriter::with_header(Vec::new(), header).unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        let t = Duration::from_nanos((T0 + i as i64 * 1_000_000) as u64);
+        w.write_packet(&PcapPacket::new(t, f.len() as u32, f)).unwrap();
+    }
+    w.into_writer()
+}
+
+fn eth(frames: &[Vec<u8>]) -> Vec<u8> {
+    pcap_bytes(frames, DataLink::ETHERNET, Endianness::Little, TsResolution::MicroSecond)
+}
+
+fn record_with(bytes: Vec<u8>, opts: Options) -> (Stats, Vec<Case>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let mut w = CorpusWriter::create(&dir, WriterOptions { sync_interval: None, ..WriterOptions::default() })
+        .unwrap();
+    let mut r = Recorder::new(&mut w, opts);
+    r.read(Box::new(Cursor::new(bytes)), "test.pcap").unwrap();
+    let stats = r.finish().unwrap();
+    w.close().unwrap();
+    let cases = Corpus::open(&dir).unwrap().cases().collect::<Result<Vec<_>, _>>().unwrap();
+    let d = &stats.disposition;
+    assert_eq!(
+        d.http + d.packet_cases + d.duplicate_packets + d.not_kept,
+        stats.packets,
+        "every packet once"
+    );
+    (stats, cases)
+}
+
+fn record(bytes: Vec<u8>) -> (Stats, Vec<Case>) {
+    record_with(bytes, Options::default())
+}
+
+fn exchanges(cases: &[Case]) -> Vec<(&HttpExchange, &[Flag])> {
+    cases
+        .iter()
+        .filter_map(|c| match c.data() {
+            CaseData::Http(x) => Some((x, c.flags.as_slice())),
+            _ => None,
+        })
+        .collect()
+}
+
+const GET: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+
+fn ok(body: &str) -> Vec<u8> {
+    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+}
+
+#[test]
+fn a_plain_exchange() {
+    let mut c = Conn::new(1000, 100, 900);
+    c.handshake().send(true, GET).send(false, &ok("hello")).fin();
+    let (stats, cases) = record(eth(&c.pkts));
+    let x = exchanges(&cases);
+    assert_eq!(x.len(), 1);
+    assert_eq!(x[0].0.request.target, "/a");
+    assert_eq!(x[0].0.request.headers[0].0, "Host");
+    let r = x[0].0.response.as_ref().unwrap();
+    assert_eq!((r.status, r.body.as_bytes()), (200, &b"hello"[..]));
+    assert!(x[0].1.is_empty());
+    assert_eq!(stats.disposition.http, stats.packets);
+    assert_eq!(cases[0].time_ns, Some(T0 + 3_000_000), "the time of the request's first packet");
+    assert_eq!(cases[0].tags["server"], "10.0.0.2:80");
+}
+
+#[test]
+fn out_of_order_segments_are_put_back_in_order() {
+    let mut c = Conn::new(1001, 5, 7);
+    c.handshake().send(true, GET);
+    let resp = ok("0123456789abcdefghij");
+    let a = c.seg(false, &resp[..10]);
+    let b = c.seg(false, &resp[10..25]);
+    let d = c.seg(false, &resp[25..]);
+    c.pkts.extend([d, a, b]);
+    c.fin();
+    let (stats, cases) = record(eth(&c.pkts));
+    let x = exchanges(&cases);
+    assert_eq!(x[0].0.response.as_ref().unwrap().body.as_bytes(), b"0123456789abcdefghij");
+    assert!(x[0].1.is_empty(), "{:?}", x[0].1);
+    assert_eq!(stats.tcp.gaps, 0);
+}
+
+#[test]
+fn overlapping_retransmission_with_other_bytes_keeps_the_first_and_is_flagged() {
+    let mut c = Conn::new(1002, 1, 1);
+    c.handshake().send(true, GET);
+    let resp = ok("AAAAAAAAAA");
+    let start = c.sseq;
+    c.send(false, &resp[..resp.len() - 10]);
+    let first = c.seg(false, b"AAAAAAAAAA");
+    c.pkts.push(first);
+    // A retransmission of the body with different bytes, overlapping the head's tail.
+    let mut fake = resp[resp.len() - 12..resp.len() - 10].to_vec();
+    fake.extend_from_slice(b"BBBBBBBBBB");
+    let p = c.frame(false, start + (resp.len() - 12) as u32, c.cseq, None, &fake);
+    c.pkts.push(p);
+    c.fin();
+    let (stats, cases) = record(eth(&c.pkts));
+    let x = exchanges(&cases);
+    assert_eq!(x[0].0.response.as_ref().unwrap().body.as_bytes(), b"AAAAAAAAAA", "first data wins");
+    assert!(x[0].1.contains(&Flag::RetransmitConflict), "{:?}", x[0].1);
+    assert_eq!(stats.tcp.retransmission_conflicts, 1);
+}
+
+#[test]
+fn a_stream_without_syn_is_reassembled() {
+    let mut c = Conn::new(1003, 1000, 2000);
+    c.send(true, GET).send(false, &ok("x")).send(true, GET).send(false, &ok("y"));
+    let (stats, cases) = record(eth(&c.pkts));
+    assert_eq!(stats.tcp.without_syn, 1);
+    let x = exchanges(&cases);
+    assert_eq!(x.len(), 1, "identical requests are one case");
+    assert_eq!(stats.exchanges + stats.duplicate_exchanges, 2);
+}
+
+#[test]
+fn a_hole_flags_the_exchange_with_the_bytes_missing_and_parsing_goes_on() {
+    let mut c = Conn::new(1004, 1, 1);
+    c.handshake().send(true, GET);
+    let resp = ok("0123456789");
+    c.send(false, &resp[..resp.len() - 10]);
+    c.send(false, b"0123");
+    let _lost = c.seg(false, b"456");
+    c.send(false, b"789");
+    c.send(true, b"GET /b HTTP/1.1\r\n\r\n").send(false, &ok("next")).fin();
+    let (stats, cases) = record(eth(&c.pkts));
+    let x = exchanges(&cases);
+    assert_eq!(x.len(), 2);
+    assert_eq!(x[0].0.response.as_ref().unwrap().body.as_bytes(), b"0123789", "nothing invented");
+    assert!(x[0].1.contains(&Flag::TcpGap { bytes_missing: 3 }), "{:?}", x[0].1);
+    assert!(x[1].1.is_empty());
+    assert_eq!(x[1].0.response.as_ref().unwrap().body.as_bytes(), b"next");
+    assert_eq!((stats.tcp.gaps, stats.tcp.bytes_missing), (1, 3));
+}
+
+#[test]
+fn a_reset_in_the_middle_of_a_body_keeps_what_came() {
+    let mut c = Conn::new(1005, 1, 1);
+    c.handshake().send(true, GET);
+    c.send(false, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789").rst(false);
+    let (stats, cases) = record(eth(&c.pkts));
+    let x = exchanges(&cases);
+    assert_eq!(x[0].0.response.as_ref().unwrap().body.as_bytes(), b"0123456789");
+    assert!(x[0].1.contains(&Flag::ResponseTruncated { kept: 10 }), "{:?}", x[0].1);
+    assert_eq!(stats.tcp.resets, 1);
+}
+
+#[test]
+fn sequence_numbers_wrap_around() {
+    let mut c = Conn::new(1006, u32::MAX - 20, u32::MAX - 3);
+    c.handshake().send(true, b"POST /w HTTP/1.1\r\nContent-Length: 30\r\n\r\n").send(true, &[b'z'; 30]);
+    c.send(false, &ok("wrapped body")).fin();
+    let (stats, cases) = record(eth(&c.pkts));
+    let x = exchanges(&cases);
+    assert_eq!(x[0].0.request.body.as_bytes(), &[b'z'; 30]);
+    assert_eq!(x[0].0.response.as_ref().unwrap().body.as_bytes(), b"wrapped body");
+    assert_eq!(stats.tcp.gaps, 0);
+}
+
+#[test]
+fn pipelined_requests_pair_with_responses_in_order() {
+    let mut c = Conn::new(1007, 1, 1);
+    c.handshake().send(true, b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\nHEAD /3 HTTP/1.1\r\n\r\n");
+    c.send(true, b"GET /4 HTTP/1.1\r\n\r\n");
+    let mut resp = ok("one");
+    resp.extend(ok("two"));
+    resp.extend(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+    resp.extend(b"HTTP/1.1 204 No Content\r\n\r\n");
+    c.send(false, &resp).fin();
+    let (stats, cases) = record(eth(&c.pkts));
+    let x = exchanges(&cases);
+    let got: Vec<(String, Option<u16>, Vec<u8>)> = x
+        .iter()
+        .map(|(e, _)| {
+            let r = e.response.as_ref();
+            (e.request.target.clone(), r.map(|r| r.status), r.map_or(vec![], |r| r.body.0.clone()))
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("/1".into(), Some(200), b"one".to_vec()),
+            ("/2".into(), Some(200), b"two".to_vec()),
+            ("/3".into(), Some(200), vec![]),
+            ("/4".into(), Some(204), vec![]),
+        ],
+        "HEAD has no body even with Content-Length; 204 has none"
+    );
+    assert_eq!(stats.requests_without_response, 0);
+}
+
+#[test]
+fn chunked_bodies_with_trailers_are_kept_as_sent() {
+    let mut c = Conn::new(1008, 1, 1);
+    let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Checksum: abc\r\n\r\n";
+    let mut resp = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    resp.extend_from_slice(body);
+    c.handshake().send(true, GET);
+    // Split the body at awkward places.
+    c.send(false, &resp[..50]).send(false, &resp[50..53]).send(false, &resp[53..]);
+    c.send(true, b"GET /next HTTP/1.1\r\n\r\n").send(false, &ok("n")).fin();
+    let (_, cases) = record(eth(&c.pkts));
+    let x = exchanges(&cases);
+    let r = x[0].0.response.as_ref().unwrap();
+    assert_eq!(r.body.as_bytes(), body, "raw, as sent");
+    assert_eq!(r.trailers.len(), 1);
+    assert_eq!((r.trailers[0].0.as_str(), r.trailers[0].1.as_bytes()), ("X-Checksum", &b"abc"[..]));
+    assert_eq!(x[1].0.request.target, "/next");
+}
+
+#[test]
+fn expect_100_continue_keeps_the_interim_response() {
+    let mut c = Conn::new(1009, 1, 1);
+    c.handshake()
+        .send(true, b"PUT /up HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+        .send(false, b"HTTP/1.1 100 Continue\r\n\r\n")
+        .send(true, b"data")
+        .send(false, &ok("stored"))
+        .fin();
+    let (_, cases) = record(eth(&c.pkts));
+    let x = exchanges(&cases);
+    assert_eq!(x.len(), 1);
+    assert_eq!(x[0].0.interim.len(), 1);
+    assert_eq!(x[0].0.interim[0].status, 100);
+    assert_eq!(x[0].0.request.body.as_bytes(), b"data");
+    assert_eq!(x[0].0.response.as_ref().unwrap().status, 200);
+}
+
+#[test]
+fn upgrade_ends_http_parsing_and_close_delimited_bodies_end_at_fin() {
+    let mut c = Conn::new(1010, 1, 1);
+    c.handshake()
+        .send(true, b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        .send(false, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+        .send(true, b"\x81\x05hello-not-http")
+        .fin();
+    let (stats, cases) = record(eth(&c.pkts));
+    assert_eq!(exchanges(&cases).len(), 1);
+    assert_eq!(stats.connections.get("http_upgraded"), Some(&1));
+
+    let mut c = Conn::new(1011, 1, 1);
+    c.handshake().send(true, GET).send(false, b"HTTP/1.0 200 OK\r\n\r\nuntil the ").send(false, b"end").fin();
+    let (_, cases) = record(eth(&c.pkts));
+    assert_eq!(exchanges(&cases)[0].0.response.as_ref().unwrap().body.as_bytes(), b"until the end");
+}
+
+#[test]
+fn a_request_never_answered_is_kept_flagged() {
+    let mut c = Conn::new(1012, 1, 1);
+    c.handshake().send(true, GET);
+    let (stats, cases) = record(eth(&c.pkts));
+    let x = exchanges(&cases);
+    assert!(x[0].0.response.is_none());
+    assert!(x[0].1.contains(&Flag::NoResponse));
+    assert_eq!(stats.requests_without_response, 1);
+}
+
+#[test]
+fn non_http_tcp_and_udp_become_packet_cases_and_keep_selects() {
+    let mut c = Conn::new(1013, 1, 1);
+    c.handshake().send(true, b"\x16\x03\x01\x02\x00 tls hello").send(false, b"\x16\x03\x03 server").fin();
+    let mut frames = c.pkts.clone();
+    let mut udp = Vec::new();
+    PacketBuilder::ethernet2([1; 6], [2; 6]).ipv4(C, S, 64).udp(5353, 53).write(&mut udp, b"dns?").unwrap();
+    frames.push(udp);
+    let (stats, cases) = record(eth(&frames));
+    assert_eq!(exchanges(&cases).len(), 0);
+    assert_eq!(stats.disposition.packet_cases as usize, frames.len());
+    let udp_case = cases
+        .iter()
+        .find(|c| matches!(c.data(), CaseData::Packet(p) if p.flow.is_some_and(|f| f.protocol == 17)));
+    assert!(udp_case.is_some());
+    assert_eq!(stats.connections.get("not_http"), Some(&1));
+
+    let (stats, cases) = record_with(
+        eth(&frames),
+        Options { keep: Keep { http: true, packets: false }, ..Options::default() },
+    );
+    assert!(cases.is_empty());
+    assert_eq!(stats.disposition.not_kept as usize, frames.len());
+}
+
+/// The same GET over other link layers.
+#[test]
+fn link_types_vlan_qinq_sll_sll2_null_raw_ipv6() {
+    let tcp_ip = |v6: bool| {
+        let mut out = Vec::new();
+        let b =
+            if v6 { PacketBuilder::ipv6([0xfd; 16], [0xfe; 16], 64) } else { PacketBuilder::ipv4(C, S, 64) };
+        b.tcp(4000, 80, 1, 100).ack(1).write(&mut out, GET).unwrap();
+        out
+    };
+    let vlan = {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6])
+            .single_vlan(VlanId::try_new(7).unwrap())
+            .ipv4(C, S, 64)
+            .tcp(4000, 80, 1, 100)
+            .ack(1)
+            .write(&mut out, GET)
+            .unwrap();
+        out
+    };
+    let qinq = {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2([1; 6], [2; 6])
+            .double_vlan(VlanId::try_new(7).unwrap(), VlanId::try_new(8).unwrap())
+            .ipv4(C, S, 64)
+            .tcp(4000, 80, 1, 100)
+            .ack(1)
+            .write(&mut out, GET)
+            .unwrap();
+        out
+    };
+    let sll = [&[0, 0, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0, 0x08, 0x00][..], &tcp_ip(false)].concat();
+    let sll2 =
+        [&[0x08, 0x00, 0, 0, 0, 0, 0, 1, 0, 1, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0][..], &tcp_ip(false)].concat();
+    let null = [&2u32.to_le_bytes()[..], &tcp_ip(false)].concat();
+    let cases: [(&str, DataLink, Vec<u8>); 6] = [
+        ("vlan", DataLink::ETHERNET, vlan),
+        ("qinq", DataLink::ETHERNET, qinq),
+        ("sll", DataLink::LINUX_SLL, sll),
+        ("sll2", DataLink::LINUX_SLL2, sll2),
+        ("null", DataLink::NULL, null),
+        ("raw ipv6", DataLink::RAW, tcp_ip(true)),
+    ];
+    for (name, link, frame) in cases {
+        let bytes = pcap_bytes(&[frame], link, Endianness::Little, TsResolution::MicroSecond);
+        let (stats, cases) = record(bytes);
+        assert_eq!(exchanges(&cases).len(), 1, "{name}: {stats:?}");
+        assert!(stats.malformed.is_empty(), "{name}: {:?}", stats.malformed);
+    }
+}
+
+#[test]
+fn big_endian_nanosecond_pcap_and_gzip() {
+    let mut c = Conn::new(1014, 1, 1);
+    c.handshake().send(true, GET).send(false, &ok("be")).fin();
+    let bytes = pcap_bytes(&c.pkts, DataLink::ETHERNET, Endianness::Big, TsResolution::NanoSecond);
+    let (stats, cases) = record(bytes.clone());
+    assert_eq!(exchanges(&cases).len(), 1);
+    assert_eq!(stats.first_ns, Some(T0));
+    assert_eq!(stats.last_ns, Some(T0 + (c.pkts.len() as i64 - 1) * 1_000_000));
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&bytes).unwrap();
+    let (stats2, cases2) = record(gz.finish().unwrap());
+    assert_eq!(cases2, cases);
+    assert_eq!(stats2.packets, stats.packets);
+}
+
+#[test]
+fn pcapng_with_two_interfaces_and_their_own_resolution() {
+    let mut c = Conn::new(1015, 1, 1);
+    c.handshake().send(true, GET).send(false, &ok("ng")).fin();
+    let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+    let ns = InterfaceDescriptionBlock {
+        linktype: DataLink::ETHERNET,
+        snaplen: 0,
+        options: vec![InterfaceDescriptionOption::IfTsResol(9)],
+    };
+    let us = InterfaceDescriptionBlock { linktype: DataLink::RAW, snaplen: 0, options: vec![] };
+    w.write_pcapng_block(ns).unwrap();
+    w.write_pcapng_block(us).unwrap();
+    for (i, f) in c.pkts.iter().enumerate() {
+        // pcap-file writes the Duration's nanoseconds as the raw tick count.
+        let epb = EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: Duration::from_nanos((T0 + i as i64) as u64),
+            original_len: f.len() as u32,
+            data: f.as_slice().into(),
+            options: vec![],
+        };
+        w.write_pcapng_block(epb).unwrap();
+    }
+    // A raw-IP packet on interface 1, whose ticks are microseconds (the default).
+    let mut udp = Vec::new();
+    PacketBuilder::ipv4(C, S, 64).udp(1, 2).write(&mut udp, b"u").unwrap();
+    let t_us = (T0 / 1000 + 5) as u64;
+    let epb = EnhancedPacketBlock {
+        interface_id: 1,
+        timestamp: Duration::from_nanos(t_us),
+        original_len: udp.len() as u32,
+        data: udp.as_slice().into(),
+        options: vec![],
+    };
+    w.write_pcapng_block(epb).unwrap();
+    // A block type nobody knows: a warning, and reading goes on.
+    let mut bytes = w.into_inner();
+    bytes.extend_from_slice(&0x0000_0F00u32.to_le_bytes());
+    bytes.extend_from_slice(&16u32.to_le_bytes());
+    bytes.extend_from_slice(&[0xAA; 4]);
+    bytes.extend_from_slice(&16u32.to_le_bytes());
+    let (stats, cases) = record(bytes);
+    assert_eq!(exchanges(&cases).len(), 1);
+    assert_eq!(stats.first_ns, Some(T0));
+    assert_eq!(stats.last_ns, Some(T0 + 5000), "interface 1 counts in microseconds");
+    assert_eq!(stats.udp, 1);
+    assert_eq!(stats.capture_warnings.get("unknown_block"), Some(&1));
+}
+
+#[test]
+fn bad_input_names_the_offset_and_packet_and_keeps_what_came_before() {
+    let mut c = Conn::new(1016, 1, 1);
+    c.handshake().send(true, GET).send(false, &ok("kept")).fin();
+    let n = c.pkts.len();
+    c.send(true, b"GET /after HTTP/1.1\r\n\r\n");
+    let bytes = eth(&c.pkts);
+    // Cut inside the last packet.
+    let cut = bytes.len() - 10;
+    let (stats, cases) = record(bytes[..cut].to_vec());
+    assert_eq!(exchanges(&cases).len(), 1, "the exchange before the damage is kept");
+    assert_eq!(stats.errors.len(), 1);
+    let e = &stats.errors[0];
+    let last_offset = 24 + c.pkts[..n].iter().map(|p| 16 + p.len()).sum::<usize>();
+    assert!(e.contains(&format!("offset {last_offset}")) && e.contains(&format!("packet {}", n + 1)), "{e}");
+    assert!(e.contains("truncated"), "{e}");
+
+    // A record length beyond any packet.
+    let mut bad = eth(&c.pkts[..2]);
+    let second = 24 + 16 + c.pkts[0].len();
+    bad[second + 8..second + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+    let (stats, _) = record(bad);
+    assert!(stats.errors[0].contains(&format!("offset {second}, packet 2")), "{}", stats.errors[0]);
+    assert_eq!(stats.packets, 1);
+
+    // Not a capture at all.
+    let (stats, _) = record(b"this is not a capture file".to_vec());
+    assert!(stats.errors[0].contains("not a pcap or pcapng capture"), "{}", stats.errors[0]);
+
+    // A record longer than the snap length: a warning, and the packet is kept.
+    let mut long = eth(&c.pkts[..1]);
+    long[16..20].copy_from_slice(&20u32.to_le_bytes());
+    let (stats, _) = record(long);
+    assert_eq!(stats.packets, 1);
+    assert_eq!(stats.capture_warnings.get("record_longer_than_snaplen"), Some(&1));
+}
+
+#[test]
+fn a_response_whose_request_was_before_the_capture_is_counted() {
+    let mut c = Conn::new(1017, 1, 1);
+    c.send(false, &ok("orphan")).send(true, GET).send(false, &ok("x"));
+    let (stats, cases) = record(eth(&c.pkts));
+    assert_eq!(stats.responses_without_request, 1);
+    assert_eq!(exchanges(&cases).len(), 1);
+}

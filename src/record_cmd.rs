@@ -161,6 +161,14 @@ fn print_summary(s: &Stats, out: &std::path::Path, input: u64, elapsed: f64) -> 
             s.http_malformed_heads, s.http_bytes_skipped
         )?;
     }
+    let f = &s.ipv4_fragments;
+    if f.fragments > 0 {
+        writeln!(
+            o,
+            "  fragments   {:>10}  IPv4 fragments: {} datagrams reassembled, {} incomplete, {} dropped for memory, {} oversized",
+            f.fragments, f.reassembled, f.incomplete, f.dropped_for_memory, f.oversized
+        )?;
+    }
     if s.udp > 0 {
         writeln!(o, "  udp         {:>10}  datagrams", s.udp)?;
     }

@@ -40,7 +40,7 @@ pub enum Undecoded {
     NotIp,
     /// The IP header is malformed or cut short.
     BadIp,
-    /// An IP fragment (reassembly not done here).
+    /// An IPv6 fragment (kept as a packet case; IPv4 fragments are reassembled).
     Fragment,
     /// The TCP header is malformed or cut short.
     BadTcp,
@@ -58,7 +58,7 @@ impl Undecoded {
             Undecoded::TruncatedLink => "truncated_link_header",
             Undecoded::NotIp => "not_ip",
             Undecoded::BadIp => "bad_ip_header",
-            Undecoded::Fragment => "ip_fragment",
+            Undecoded::Fragment => "ipv6_fragment",
             Undecoded::BadTcp => "bad_tcp_header",
             Undecoded::BadUdp => "bad_udp_header",
             Undecoded::OtherProtocol => "other_ip_protocol",
@@ -106,6 +106,8 @@ pub enum Decoded<'a> {
     Tcp(Tcp<'a>),
     /// A UDP datagram: `(src, src_port, dst, dst_port)`.
     Udp(IpAddr, u16, IpAddr, u16),
+    /// An IPv4 fragment, for the defragmenter.
+    Fragment(crate::defrag::Fragment<'a>),
     /// Anything else, and why.
     Other(Undecoded),
 }
@@ -184,7 +186,22 @@ pub fn decode(link_type: u16, data: &[u8], orig_len: u32) -> Decoded<'_> {
         Err(_) => return Decoded::Other(Undecoded::BadIp),
     };
     if ip.is_fragmenting_payload() {
-        return Decoded::Other(Undecoded::Fragment);
+        return match &ip {
+            IpSlice::Ipv4(v4) => {
+                let h = v4.header();
+                Decoded::Fragment(crate::defrag::Fragment {
+                    src: h.source_addr(),
+                    dst: h.destination_addr(),
+                    id: h.identification(),
+                    protocol: h.protocol().0,
+                    offset: usize::from(h.fragments_offset().value()) * 8,
+                    more: h.more_fragments(),
+                    payload: v4.payload().payload,
+                })
+            }
+            // IPv6 fragments are kept as packet cases, not reassembled.
+            IpSlice::Ipv6(_) => Decoded::Other(Undecoded::Fragment),
+        };
     }
     let (src, dst) = (ip.source_addr(), ip.destination_addr());
     let payload = ip.payload();
@@ -199,6 +216,11 @@ pub fn decode(link_type: u16, data: &[u8], orig_len: u32) -> Decoded<'_> {
         },
         _ => Decoded::Other(Undecoded::OtherProtocol),
     }
+}
+
+/// The TCP segment in a reassembled IPv4 datagram's payload.
+pub fn tcp_in(src: IpAddr, dst: IpAddr, payload: &[u8]) -> Option<Tcp<'_>> {
+    TcpSlice::from_slice(payload).ok().map(|t| tcp(src, dst, &t, 0))
 }
 
 fn tcp<'a>(src: IpAddr, dst: IpAddr, t: &TcpSlice<'a>, snapped: u32) -> Tcp<'a> {

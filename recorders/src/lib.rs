@@ -6,6 +6,7 @@ HAR import come with their issue.
 
 pub mod capture;
 pub mod decode;
+pub mod defrag;
 pub mod http;
 pub mod pcap;
 pub mod tcp;

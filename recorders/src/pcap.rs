@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::capture::{self, CaptureError, CaptureEvent, RawPacket};
 use crate::decode::{self, Decoded};
+use crate::defrag::{Defrag, DefragLimits, DefragStats};
 use crate::http::{HttpConn, HttpEvent, HttpLimits, Mode};
 use crate::tcp::{End, Limits, Origin, Reassembler, Side, StreamSink, TcpStats};
 
@@ -42,6 +43,8 @@ pub struct Options {
     pub tcp: Limits,
     /// HTTP bounds.
     pub http: HttpLimits,
+    /// IPv4 fragment reassembly bounds.
+    pub defrag: DefragLimits,
 }
 
 /// Where each packet went.
@@ -90,6 +93,8 @@ pub struct Stats {
     pub udp: u64,
     /// TCP reassembly counters.
     pub tcp: TcpStats,
+    /// IPv4 fragment reassembly counters (fragments are also kept as packet cases).
+    pub ipv4_fragments: DefragStats,
     /// HTTP bytes skipped while looking for a message start after a hole.
     pub http_bytes_skipped: u64,
     /// Message heads that did not parse.
@@ -183,6 +188,7 @@ pub struct Recorder<'w> {
     writer: &'w mut CorpusWriter,
     opts: Options,
     reasm: Reassembler,
+    defrag: Defrag,
     sink: Sink,
     /// The accounting so far.
     pub stats: Stats,
@@ -198,6 +204,7 @@ impl<'w> Recorder<'w> {
             writer,
             opts,
             reasm: Reassembler::new(opts.tcp),
+            defrag: Defrag::new(opts.defrag),
             sink: Sink { limits: opts.http, ..Sink::default() },
             stats: Stats { recorder: "pcap", ..Stats::default() },
             file: String::new(),
@@ -260,6 +267,24 @@ impl<'w> Recorder<'w> {
                 self.place_tcp(conn, p, flow, snapped_flag)?;
                 self.drain_events()?;
                 self.drain_closed()?;
+            }
+            Decoded::Fragment(f) => {
+                // The fragment itself is a packet case (a packet processor sees fragments); the
+                // datagram, once whole, goes on like any other.
+                self.packet_case(owned(p, None, snapped_flag))?;
+                if let Some((src, dst, proto, data)) = self.defrag.add(&f, p.ts_ns) {
+                    match proto {
+                        6 => {
+                            if let Some(t) = decode::tcp_in(src.into(), dst.into(), &data) {
+                                self.reasm.segment(&t, origin, &mut self.sink);
+                                self.drain_events()?;
+                                self.drain_closed()?;
+                            }
+                        }
+                        17 => self.stats.udp += 1,
+                        _ => {}
+                    }
+                }
             }
             Decoded::Udp(src, src_port, dst, dst_port) => {
                 self.stats.udp += 1;
@@ -431,6 +456,8 @@ impl<'w> Recorder<'w> {
     /// `no_response`) and returns the accounting.
     pub fn finish(mut self) -> Result<Stats, CorpusError> {
         self.reasm.finish_all(&mut self.sink);
+        self.defrag.finish();
+        self.stats.ipv4_fragments = self.defrag.stats.clone();
         self.drain_events()?;
         self.drain_closed()?;
         self.stats.tcp = self.reasm.stats.clone();

@@ -556,3 +556,43 @@ fn a_response_whose_request_was_before_the_capture_is_counted() {
     assert_eq!(stats.responses_without_request, 1);
     assert_eq!(exchanges(&cases).len(), 1);
 }
+
+/// Splits an Ethernet/IPv4 frame into IPv4 fragments of `chunk` payload bytes (a multiple of 8).
+fn fragment(frame: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+    let (eth, ip) = frame.split_at(14);
+    let (hdr, payload) = ip.split_at(20);
+    payload
+        .chunks(chunk)
+        .enumerate()
+        .map(|(i, part)| {
+            let mut h = hdr.to_vec();
+            h[2..4].copy_from_slice(&((20 + part.len()) as u16).to_be_bytes());
+            let more = (i + 1) * chunk < payload.len();
+            let field = ((i * chunk / 8) as u16) | if more { 0x2000 } else { 0 };
+            h[6..8].copy_from_slice(&field.to_be_bytes());
+            [eth, &h, part].concat()
+        })
+        .collect()
+}
+
+#[test]
+fn ipv4_fragments_are_reassembled_and_kept_as_packets() {
+    let mut c = Conn::new(1018, 1, 1);
+    c.handshake();
+    let req = c.seg(
+        true,
+        b"POST /frag HTTP/1.1\r\nContent-Length: 40\r\n\r\n0123456789012345678901234567890123456789",
+    );
+    let mut frags = fragment(&req, 32);
+    assert_eq!(frags.len(), 4);
+    frags.swap(0, 2);
+    c.pkts.extend(frags);
+    c.send(false, &ok("got it")).fin();
+    let (stats, cases) = record(eth(&c.pkts));
+    let x = exchanges(&cases);
+    assert_eq!(x.len(), 1, "{stats:?}");
+    assert_eq!(x[0].0.request.body.as_bytes(), b"0123456789012345678901234567890123456789");
+    assert_eq!(stats.ipv4_fragments.fragments, 4);
+    assert_eq!(stats.ipv4_fragments.reassembled, 1);
+    assert_eq!(stats.disposition.packet_cases, 4, "each fragment is also a packet case");
+}

@@ -29,6 +29,29 @@ pub enum RecordAction {
         #[arg(long, default_value = "http,packets", value_parser = parse_keep)]
         keep: Keep,
     },
+    /// Capture from a network interface through libpcap into the same pipeline as `pcap`.
+    /// Stops on Ctrl-C (SIGINT), after --duration or after --count packets, and reports what the
+    /// kernel dropped. Needs permission to capture (root or CAP_NET_RAW).
+    Live {
+        /// The interface (`lo`, `eth0`, ...).
+        #[arg(long, short)]
+        interface: String,
+        /// A BPF filter, as for tcpdump (`tcp port 8080`).
+        #[arg(long)]
+        filter: Option<String>,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<f64>,
+        /// Stop after this many packets.
+        #[arg(long)]
+        count: Option<u64>,
+        /// The corpus to write (created if needed, appended to otherwise).
+        #[arg(long, short, value_name = "CORPUS")]
+        out: PathBuf,
+        /// What to keep: `http`, `packets`, or both (comma-separated).
+        #[arg(long, default_value = "http,packets", value_parser = parse_keep)]
+        keep: Keep,
+    },
 }
 
 fn parse_keep(s: &str) -> Result<Keep, String> {
@@ -60,13 +83,27 @@ impl<R: Read> Read for Counting<R> {
 }
 
 pub fn run(action: RecordAction, ui: &Ui) -> anyhow::Result<i32> {
-    let RecordAction::Pcap { captures, out, keep } = action;
+    match action {
+        RecordAction::Pcap { captures, out, keep } => pcap(&captures, &out, keep, ui),
+        RecordAction::Live { interface, filter, duration, count, out, keep } => {
+            let opts = recorders::live::LiveOptions {
+                interface,
+                filter,
+                duration: duration.map(std::time::Duration::from_secs_f64),
+                count,
+            };
+            live(&opts, &out, keep, ui)
+        }
+    }
+}
+
+fn pcap(captures: &[PathBuf], out: &std::path::Path, keep: Keep, ui: &Ui) -> anyhow::Result<i32> {
     let started = Instant::now();
-    let mut writer = CorpusWriter::open_or_create(&out, WriterOptions::default())?;
+    let mut writer = CorpusWriter::open_or_create(out, WriterOptions::default())?;
     writer.problems().iter().for_each(|p| ui.problem(p));
     let mut recorder = Recorder::new(&mut writer, Options { keep, ..Options::default() });
     let mut input_bytes = 0u64;
-    for path in &captures {
+    for path in captures {
         let (src, total, name): (Box<dyn Read>, u64, String) = if path.as_os_str() == "-" {
             (Box::new(io::stdin().lock()), 0, "<stdin>".to_string())
         } else {
@@ -81,20 +118,73 @@ pub fn run(action: RecordAction, ui: &Ui) -> anyhow::Result<i32> {
         bar.finish_and_clear();
     }
     let stats = recorder.finish()?;
-    writer.add_recording(serde_json::to_value(&stats)?);
-    writer.close()?;
-    let elapsed = started.elapsed().as_secs_f64();
-    if !ui.is_quiet() {
-        print_summary(&stats, &out, input_bytes, elapsed)?;
-    }
-    for e in &stats.errors {
-        eprintln!("error: {e}; every packet before it was recorded");
-    }
     if stats.packets == 0 && stats.errors.is_empty() {
+        writer.close()?;
         bail!(
             "no packets in {}",
             captures.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
         );
+    }
+    finish(writer, stats, None, out, input_bytes, started, ui)
+}
+
+fn live(
+    opts: &recorders::live::LiveOptions,
+    out: &std::path::Path,
+    keep: Keep,
+    ui: &Ui,
+) -> anyhow::Result<i32> {
+    let started = Instant::now();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
+        .context("failed to install the Ctrl-C handler")?;
+    let mut writer = CorpusWriter::open_or_create(out, WriterOptions::default())?;
+    writer.problems().iter().for_each(|p| ui.problem(p));
+    let mut recorder = Recorder::new(&mut writer, Options { keep, ..Options::default() });
+    ui.note(format!("capturing on {} (Ctrl-C to stop)", opts.interface));
+    let live = recorders::live::capture(&mut recorder, opts, &stop);
+    // Whatever was captured is kept, even when the capture itself failed part-way.
+    let stats = recorder.finish()?;
+    let live = match live {
+        Ok(l) => l,
+        Err(e) => {
+            writer.add_recording(serde_json::to_value(&stats)?);
+            writer.close()?;
+            return Err(e.into());
+        }
+    };
+    let bytes = stats.bytes;
+    finish(writer, stats, Some(live), out, bytes, started, ui)
+}
+
+fn finish(
+    mut writer: CorpusWriter,
+    stats: Stats,
+    live: Option<recorders::live::LiveStats>,
+    out: &std::path::Path,
+    input_bytes: u64,
+    started: Instant,
+    ui: &Ui,
+) -> anyhow::Result<i32> {
+    let mut record = serde_json::to_value(&stats)?;
+    if let (Some(l), Some(obj)) = (&live, record.as_object_mut()) {
+        obj.insert("live".into(), serde_json::to_value(l)?);
+    }
+    writer.add_recording(record);
+    writer.close()?;
+    let elapsed = started.elapsed().as_secs_f64();
+    if !ui.is_quiet() {
+        print_summary(&stats, out, input_bytes, elapsed)?;
+        if let Some(l) = &live {
+            println!(
+                "  live        {} packets passed the filter on {}; dropped: {} by the kernel (buffer full), {} by the interface; stopped by {}",
+                l.received, l.interface, l.dropped_by_kernel, l.dropped_by_interface, l.stopped_by
+            );
+        }
+    }
+    for e in &stats.errors {
+        eprintln!("error: {e}; every packet before it was recorded");
     }
     Ok(if stats.errors.is_empty() { ui.exit_code() } else { crate::exit_codes::INPUT_ERROR })
 }

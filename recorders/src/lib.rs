@@ -8,5 +8,7 @@ pub mod capture;
 pub mod decode;
 pub mod defrag;
 pub mod http;
+#[cfg(feature = "live")]
+pub mod live;
 pub mod pcap;
 pub mod tcp;

@@ -245,6 +245,17 @@ impl<'w> Recorder<'w> {
         self.stats.errors.push(e.to_string());
     }
 
+    /// Starts a source that is not a file (a live interface): names it in the stats and cases.
+    pub fn begin_source(&mut self, name: &str) {
+        self.file = name.to_string();
+        self.stats.files.push(name.to_string());
+    }
+
+    /// Feeds one packet (from a live capture; files go through [`Recorder::read`]).
+    pub fn feed(&mut self, p: &RawPacket<'_>) -> Result<(), CorpusError> {
+        self.packet(p)
+    }
+
     fn packet(&mut self, p: &RawPacket<'_>) -> Result<(), CorpusError> {
         let s = &mut self.stats;
         s.packets += 1;

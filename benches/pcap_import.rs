@@ -72,10 +72,10 @@ fn bare_walk(path: &Path) -> u64 {
 }
 
 fn record(path: &Path, out: &Path) -> u64 {
-    let mut w = CorpusWriter::create(out, WriterOptions::default()).unwrap();
-    let mut r = Recorder::new(&mut w, Options::default());
+    let w = CorpusWriter::create(out, WriterOptions::default()).unwrap();
+    let mut r = Recorder::new(w, Options::default());
     r.read(Box::new(File::open(path).unwrap()), "bench.pcap").unwrap();
-    let stats = r.finish().unwrap();
+    let (w, stats) = r.finish().unwrap();
     w.close().unwrap();
     stats.exchanges
 }

@@ -99,9 +99,9 @@ pub fn run(action: RecordAction, ui: &Ui) -> anyhow::Result<i32> {
 
 fn pcap(captures: &[PathBuf], out: &std::path::Path, keep: Keep, ui: &Ui) -> anyhow::Result<i32> {
     let started = Instant::now();
-    let mut writer = CorpusWriter::open_or_create(out, WriterOptions::default())?;
+    let writer = CorpusWriter::open_or_create(out, WriterOptions::default())?;
     writer.problems().iter().for_each(|p| ui.problem(p));
-    let mut recorder = Recorder::new(&mut writer, Options { keep, ..Options::default() });
+    let mut recorder = Recorder::new(writer, Options { keep, ..Options::default() });
     let mut input_bytes = 0u64;
     for path in captures {
         let (src, total, name): (Box<dyn Read>, u64, String) = if path.as_os_str() == "-" {
@@ -117,7 +117,7 @@ fn pcap(captures: &[PathBuf], out: &std::path::Path, keep: Keep, ui: &Ui) -> any
         recorder.read(counted, &name)?;
         bar.finish_and_clear();
     }
-    let stats = recorder.finish()?;
+    let (writer, stats) = recorder.finish()?;
     if stats.packets == 0 && stats.errors.is_empty() {
         writer.close()?;
         bail!(
@@ -139,13 +139,13 @@ fn live(
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
         .context("failed to install the Ctrl-C handler")?;
-    let mut writer = CorpusWriter::open_or_create(out, WriterOptions::default())?;
+    let writer = CorpusWriter::open_or_create(out, WriterOptions::default())?;
     writer.problems().iter().for_each(|p| ui.problem(p));
-    let mut recorder = Recorder::new(&mut writer, Options { keep, ..Options::default() });
+    let mut recorder = Recorder::new(writer, Options { keep, ..Options::default() });
     ui.note(format!("capturing on {} (Ctrl-C to stop)", opts.interface));
     let live = recorders::live::capture(&mut recorder, opts, &stop);
     // Whatever was captured is kept, even when the capture itself failed part-way.
-    let stats = recorder.finish()?;
+    let (mut writer, stats) = recorder.finish()?;
     let live = match live {
         Ok(l) => l,
         Err(e) => {

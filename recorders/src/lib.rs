@@ -10,5 +10,6 @@ pub mod defrag;
 pub mod http;
 #[cfg(feature = "live")]
 pub mod live;
+pub mod out;
 pub mod pcap;
 pub mod tcp;

@@ -56,11 +56,7 @@ pub enum LiveError {
 }
 
 /// Captures until `stop` is set, the duration passes, or the count is reached.
-pub fn capture(
-    rec: &mut Recorder<'_>,
-    opts: &LiveOptions,
-    stop: &AtomicBool,
-) -> Result<LiveStats, LiveError> {
+pub fn capture(rec: &mut Recorder, opts: &LiveOptions, stop: &AtomicBool) -> Result<LiveStats, LiveError> {
     let err = |e: pcap::Error| LiveError::Pcap { interface: opts.interface.clone(), message: e.to_string() };
     let mut cap = pcap::Capture::from_device(opts.interface.as_str())
         .map_err(err)?

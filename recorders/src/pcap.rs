@@ -10,13 +10,14 @@ use rustc_hash::FxHashMap as HashMap;
 use std::io::Read;
 use std::net::IpAddr;
 
-use corpora::{Appended, Blob, Case, CaseData, CorpusError, CorpusWriter, Flag, FlowKey, Packet, Source};
+use corpora::{Blob, CaseData, CorpusError, CorpusWriter, Flag, FlowKey, Packet, Source};
 use serde::Serialize;
 
 use crate::capture::{self, CaptureError, CaptureEvent, RawPacket};
 use crate::decode::{self, Decoded};
 use crate::defrag::{Defrag, DefragLimits, DefragStats};
 use crate::http::{HttpConn, HttpEvent, HttpLimits, Mode};
+use crate::out::{CaseOut, Job};
 use crate::tcp::{End, Limits, Origin, Reassembler, Side, StreamSink, TcpStats};
 
 /// What to keep.
@@ -37,6 +38,8 @@ impl Default for Keep {
 /// Recorder settings.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
+    /// Build, encode and append cases on the calling thread instead of a second one.
+    pub one_thread: bool,
     /// What to keep.
     pub keep: Keep,
     /// TCP reassembly bounds.
@@ -184,8 +187,8 @@ impl StreamSink for Sink {
 }
 
 /// Records capture files into a corpus.
-pub struct Recorder<'w> {
-    writer: &'w mut CorpusWriter,
+pub struct Recorder {
+    out: CaseOut,
     opts: Options,
     reasm: Reassembler,
     defrag: Defrag,
@@ -197,11 +200,12 @@ pub struct Recorder<'w> {
     closed_modes: HashMap<u64, Mode>,
 }
 
-impl<'w> Recorder<'w> {
-    /// A recorder writing into `writer`.
-    pub fn new(writer: &'w mut CorpusWriter, opts: Options) -> Recorder<'w> {
+impl Recorder {
+    /// A recorder writing into `writer`, which it hands back from [`Recorder::finish`]. Cases
+    /// are built, encoded and appended on a second thread.
+    pub fn new(writer: CorpusWriter, opts: Options) -> Recorder {
         Recorder {
-            writer,
+            out: if opts.one_thread { CaseOut::inline(writer) } else { CaseOut::start(writer) },
             opts,
             reasm: Reassembler::new(opts.tcp),
             defrag: Defrag::new(opts.defrag),
@@ -411,28 +415,26 @@ impl<'w> Recorder<'w> {
                     if !self.opts.keep.http {
                         continue;
                     }
-                    let mut case = Case::new(CaseData::Http(x.exchange))
-                        .with_source(Source::File {
-                            path: self.file.clone(),
-                            offset: x.origin.offset,
-                            packet: Some(x.origin.packet),
-                        })
-                        .with_time_ns(x.origin.ts_ns)
-                        .with_tag("connection", conn.to_string())
-                        .with_tag("sequence", x.sequence.to_string());
+                    let mut tags = BTreeMap::new();
+                    tags.insert("connection".to_string(), conn.to_string());
+                    tags.insert("sequence".to_string(), x.sequence.to_string());
                     let server = self.sink.conns.get(&conn).map(|c| c.server).or_else(|| {
                         self.sink.closed.iter().find(|(id, _)| *id == conn).map(|(_, c)| c.server)
                     });
                     if let Some((ip, port)) = server {
-                        case = case.with_tag("server", format!("{}", std::net::SocketAddr::new(ip, port)));
+                        tags.insert("server".to_string(), std::net::SocketAddr::new(ip, port).to_string());
                     }
-                    for f in x.flags {
-                        case.add_flag(f);
-                    }
-                    match self.writer.append(&case)? {
-                        Appended::New => self.stats.exchanges += 1,
-                        Appended::Duplicate => self.stats.duplicate_exchanges += 1,
-                    }
+                    self.out.put(Job {
+                        data: CaseData::Http(x.exchange),
+                        source: Source::File {
+                            path: self.file.clone(),
+                            offset: x.origin.offset,
+                            packet: Some(x.origin.packet),
+                        },
+                        time_ns: x.origin.ts_ns,
+                        tags,
+                        flags: x.flags,
+                    })?;
                 }
             }
         }
@@ -444,35 +446,37 @@ impl<'w> Recorder<'w> {
             self.stats.disposition.not_kept += 1;
             return Ok(());
         }
-        let mut case = Case::new(CaseData::Packet(Packet {
-            link_type: p.link_type,
-            data: Blob(p.data),
-            original_len: (p.orig_len as usize != 0).then_some(p.orig_len).filter(|_| p.flag.is_some()),
-            interface: p.interface,
-            flow: p.flow,
-        }))
-        .with_source(Source::File { path: self.file.clone(), offset: p.offset, packet: Some(p.number) })
-        .with_time_ns(p.ts_ns);
-        if let Some(f) = p.flag {
-            case.add_flag(f);
-        }
-        match self.writer.append(&case)? {
-            Appended::New => self.stats.disposition.packet_cases += 1,
-            Appended::Duplicate => self.stats.disposition.duplicate_packets += 1,
-        }
-        Ok(())
+        let snapped = (p.orig_len as usize > p.data.len()).then_some(p.orig_len);
+        self.out.put(Job {
+            data: CaseData::Packet(Packet {
+                link_type: p.link_type,
+                data: Blob(p.data),
+                original_len: snapped,
+                interface: p.interface,
+                flow: p.flow,
+            }),
+            source: Source::File { path: self.file.clone(), offset: p.offset, packet: Some(p.number) },
+            time_ns: p.ts_ns,
+            tags: BTreeMap::new(),
+            flags: p.flag.into_iter().collect(),
+        })
     }
 
     /// Ends the run: flushes every open connection (requests still waiting become cases flagged
     /// `no_response`) and returns the accounting.
-    pub fn finish(mut self) -> Result<Stats, CorpusError> {
+    pub fn finish(mut self) -> Result<(CorpusWriter, Stats), CorpusError> {
         self.reasm.finish_all(&mut self.sink);
         self.defrag.finish();
         self.stats.ipv4_fragments = self.defrag.stats.clone();
         self.drain_events()?;
         self.drain_closed()?;
         self.stats.tcp = self.reasm.stats.clone();
-        Ok(self.stats)
+        let (writer, n) = self.out.finish()?;
+        self.stats.exchanges = n.http_new;
+        self.stats.duplicate_exchanges = n.http_dup;
+        self.stats.disposition.packet_cases = n.packet_new;
+        self.stats.disposition.duplicate_packets = n.packet_dup;
+        Ok((writer, self.stats))
     }
 }
 

@@ -47,11 +47,11 @@ fn captures_dir() -> Option<PathBuf> {
 fn record(path: &Path) -> (Stats, Vec<(String, Vec<Flag>)>) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
-    let mut w = CorpusWriter::create(&dir, WriterOptions { sync_interval: None, ..WriterOptions::default() })
+    let w = CorpusWriter::create(&dir, WriterOptions { sync_interval: None, ..WriterOptions::default() })
         .unwrap();
-    let mut r = Recorder::new(&mut w, Options::default());
+    let mut r = Recorder::new(w, Options::default());
     r.read(Box::new(File::open(path).unwrap()), &path.display().to_string()).unwrap();
-    let stats = r.finish().unwrap();
+    let (w, stats) = r.finish().unwrap();
     w.close().unwrap();
     let mut http = Vec::new();
     for case in Corpus::open(&dir).unwrap().cases() {

@@ -142,10 +142,10 @@ proptest! {
         }
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("c");
-        let mut w = CorpusWriter::create(&dir, WriterOptions { sync_interval: None, ..WriterOptions::default() }).unwrap();
-        let mut r = Recorder::new(&mut w, Options::default());
+        let w = CorpusWriter::create(&dir, WriterOptions { sync_interval: None, ..WriterOptions::default() }).unwrap();
+        let mut r = Recorder::new(w, Options::default());
         r.read(Box::new(Cursor::new(bytes)), "fuzz.pcap").unwrap();
-        let stats = r.finish().unwrap();
+        let (w, stats) = r.finish().unwrap();
         w.close().unwrap();
         let d = &stats.disposition;
         prop_assert_eq!(d.http + d.packet_cases + d.duplicate_packets + d.not_kept, stats.packets);

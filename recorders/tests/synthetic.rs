@@ -122,11 +122,11 @@ fn eth(frames: &[Vec<u8>]) -> Vec<u8> {
 fn record_with(bytes: Vec<u8>, opts: Options) -> (Stats, Vec<Case>) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
-    let mut w = CorpusWriter::create(&dir, WriterOptions { sync_interval: None, ..WriterOptions::default() })
+    let w = CorpusWriter::create(&dir, WriterOptions { sync_interval: None, ..WriterOptions::default() })
         .unwrap();
-    let mut r = Recorder::new(&mut w, opts);
+    let mut r = Recorder::new(w, opts);
     r.read(Box::new(Cursor::new(bytes)), "test.pcap").unwrap();
-    let stats = r.finish().unwrap();
+    let (w, stats) = r.finish().unwrap();
     w.close().unwrap();
     let cases = Corpus::open(&dir).unwrap().cases().collect::<Result<Vec<_>, _>>().unwrap();
     let d = &stats.disposition;
@@ -156,6 +156,22 @@ const GET: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
 
 fn ok(body: &str) -> Vec<u8> {
     format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+}
+
+#[test]
+fn one_thread_and_two_threads_write_the_same_corpus() {
+    let mut c = Conn::new(999, 1, 1);
+    c.handshake().send(true, GET).send(false, &ok("same")).send(true, b"GET /b HTTP/1.1\r\n\r\n");
+    c.send(false, &ok("again")).fin();
+    let mut frames = c.pkts.clone();
+    let mut udp = Vec::new();
+    PacketBuilder::ethernet2([1; 6], [2; 6]).ipv4(C, S, 64).udp(1, 2).write(&mut udp, b"u").unwrap();
+    frames.push(udp);
+    let (s1, one) = record_with(eth(&frames), Options { one_thread: true, ..Options::default() });
+    let (s2, two) = record(eth(&frames));
+    assert_eq!(one, two);
+    assert_eq!((s1.exchanges, s1.disposition.clone()), (s2.exchanges, s2.disposition.clone()));
+    assert_eq!(s2.exchanges, 2);
 }
 
 #[test]

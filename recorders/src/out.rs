@@ -1,0 +1,213 @@
+//! The corpus side of a recording, on its own thread: building each case (hashing its input
+//! for the id), encoding it and appending it run beside capture parsing and reassembly, on the
+//! second core. The queue between them is bounded by bytes, so it never holds more than
+//! [`QUEUE_BYTES`] (one larger batch at a time passes alone).
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use corpora::{Appended, Case, CaseData, CorpusError, CorpusWriter, Flag, Source};
+
+/// Bytes of case data the queue may hold.
+pub const QUEUE_BYTES: usize = 4 << 20;
+
+/// One case to build and append.
+pub struct Job {
+    /// The input (and output).
+    pub data: CaseData,
+    /// Where it came from.
+    pub source: Source,
+    /// Capture time.
+    pub time_ns: i64,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Flags.
+    pub flags: Vec<Flag>,
+}
+
+impl Job {
+    fn bytes(&self) -> usize {
+        match &self.data {
+            CaseData::Http(x) => x.request.body.len() + x.response.as_ref().map_or(0, |r| r.body.len()) + 512,
+            CaseData::Packet(p) => p.data.len() + 64,
+            CaseData::Message(m) => m.input.len() + 64,
+        }
+    }
+}
+
+/// New and duplicate appends, by kind.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Appends {
+    /// HTTP cases written.
+    pub http_new: u64,
+    /// HTTP cases already present.
+    pub http_dup: u64,
+    /// Packet cases written.
+    pub packet_new: u64,
+    /// Packet cases already present.
+    pub packet_dup: u64,
+}
+
+struct Budget {
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Budget {
+    fn acquire(&self, n: usize) {
+        let mut used = self.used.lock().expect("budget lock");
+        while *used > 0 && *used + n > QUEUE_BYTES {
+            used = self.freed.wait(used).expect("budget lock");
+        }
+        *used += n;
+    }
+    fn release(&self, n: usize) {
+        *self.used.lock().expect("budget lock") -= n;
+        self.freed.notify_all();
+    }
+}
+
+type Done = Result<(CorpusWriter, Appends), CorpusError>;
+
+/// Jobs go over in batches of about this many bytes (or [`BATCH_JOBS`]), so the threads wake
+/// each other rarely.
+const BATCH_BYTES: usize = 256 << 10;
+const BATCH_JOBS: usize = 256;
+
+/// The writer thread and the queue to it.
+pub struct CaseOut {
+    /// Write on this thread instead (no second core to use, or measuring).
+    inline: Option<(CorpusWriter, Appends)>,
+    tx: Option<SyncSender<(Vec<Job>, usize)>>,
+    handle: Option<JoinHandle<Done>>,
+    budget: Arc<Budget>,
+    batch: Vec<Job>,
+    batch_bytes: usize,
+}
+
+impl CaseOut {
+    /// Starts the writer thread; it owns `writer` until [`CaseOut::finish`].
+    pub fn start(writer: CorpusWriter) -> CaseOut {
+        let budget = Arc::new(Budget { used: Mutex::new(0), freed: Condvar::new() });
+        let (tx, rx) = sync_channel::<(Vec<Job>, usize)>(64);
+        let b = budget.clone();
+        let handle = std::thread::Builder::new()
+            .name("corpus-writer".into())
+            .spawn(move || run(writer, rx, &b))
+            .expect("spawn the corpus writer thread");
+        CaseOut {
+            inline: None,
+            tx: Some(tx),
+            handle: Some(handle),
+            budget,
+            batch: Vec::new(),
+            batch_bytes: 0,
+        }
+    }
+
+    /// Builds and appends cases on the calling thread.
+    pub fn inline(writer: CorpusWriter) -> CaseOut {
+        let budget = Arc::new(Budget { used: Mutex::new(0), freed: Condvar::new() });
+        CaseOut {
+            inline: Some((writer, Appends::default())),
+            tx: None,
+            handle: None,
+            budget,
+            batch: Vec::new(),
+            batch_bytes: 0,
+        }
+    }
+
+    /// Queues a case; waits while the queue holds too many bytes. An error means the writer
+    /// thread stopped on a corpus error, which [`CaseOut::finish`] returns.
+    pub fn put(&mut self, job: Job) -> Result<(), CorpusError> {
+        if let Some((writer, counts)) = &mut self.inline {
+            return write(writer, counts, job);
+        }
+        self.batch_bytes += job.bytes();
+        self.batch.push(job);
+        if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_JOBS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), CorpusError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let n = std::mem::take(&mut self.batch_bytes);
+        let batch = std::mem::take(&mut self.batch);
+        self.budget.acquire(n);
+        let sent = self.tx.as_ref().map(|tx| tx.send((batch, n)).is_ok());
+        if sent == Some(true) {
+            return Ok(());
+        }
+        self.budget.release(n);
+        // The thread ended early: its error says why.
+        match self.finish_inner() {
+            Err(e) => Err(e),
+            Ok(_) => Err(CorpusError::Io {
+                op: "queue a case for",
+                path: "the corpus writer".into(),
+                source: std::io::Error::other("the writer thread has stopped"),
+            }),
+        }
+    }
+
+    fn finish_inner(&mut self) -> Done {
+        drop(self.tx.take());
+        match self.handle.take() {
+            Some(h) => h.join().unwrap_or_else(|_| {
+                Err(CorpusError::Io {
+                    op: "write",
+                    path: "the corpus writer thread".into(),
+                    source: std::io::Error::other("the writer thread panicked"),
+                })
+            }),
+            None => Err(CorpusError::Io {
+                op: "write",
+                path: "the corpus writer thread".into(),
+                source: std::io::Error::other("already finished"),
+            }),
+        }
+    }
+
+    /// Waits for every queued case to be written; hands the writer back with the counts.
+    pub fn finish(mut self) -> Done {
+        if let Some(done) = self.inline.take() {
+            return Ok(done);
+        }
+        self.flush()?;
+        self.finish_inner()
+    }
+}
+
+fn run(mut writer: CorpusWriter, rx: Receiver<(Vec<Job>, usize)>, budget: &Budget) -> Done {
+    let mut counts = Appends::default();
+    for (batch, n) in rx {
+        for job in batch {
+            write(&mut writer, &mut counts, job)?;
+        }
+        budget.release(n);
+    }
+    Ok((writer, counts))
+}
+
+fn write(writer: &mut CorpusWriter, counts: &mut Appends, job: Job) -> Result<(), CorpusError> {
+    let http = matches!(job.data, CaseData::Http(_));
+    let mut case = Case::new(job.data).with_source(job.source).with_time_ns(job.time_ns);
+    case.tags = job.tags;
+    for f in job.flags {
+        case.add_flag(f);
+    }
+    match (writer.append(&case)?, http) {
+        (Appended::New, true) => counts.http_new += 1,
+        (Appended::Duplicate, true) => counts.http_dup += 1,
+        (Appended::New, false) => counts.packet_new += 1,
+        (Appended::Duplicate, false) => counts.packet_dup += 1,
+    }
+    Ok(())
+}

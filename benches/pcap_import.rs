@@ -16,6 +16,10 @@ use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 use recorders::pcap::{Options, Recorder};
 
+// The same allocator as the `replay` binary, so the bench measures what ships.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// 200 connections x 25 exchanges, bodies 200 B to 20 KB, in 1448-byte segments.
 fn synthetic(path: &Path) {
     let mut w = PcapWriter::new(File::create(path).unwrap()).unwrap();

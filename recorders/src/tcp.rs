@@ -289,12 +289,19 @@ impl Reassembler {
                 self.stats.after_fin += 1;
             } else {
                 let limits = self.limits;
-                let stats = &mut self.stats;
-                let buffered = &mut self.buffered;
-                accept(dir, start, t.payload, t.snapped, limits, buffered, stats, conn, side, origin, sink);
-                if *buffered > limits.global {
+                let mut ctx = Ctx {
+                    buffered: &mut self.buffered,
+                    stats: &mut self.stats,
+                    limits,
+                    conn,
+                    side,
+                    origin,
+                    sink,
+                };
+                ctx.accept(dir, start, t.payload, t.snapped);
+                if *ctx.buffered > limits.global {
                     // Over the global bound: this flow's holes become gaps now.
-                    force_gaps(dir, buffered, stats, conn, side, origin, limits.recent, sink);
+                    ctx.force_gaps(dir);
                 }
                 self.stats.peak_buffered = self.stats.peak_buffered.max(self.buffered as u64);
             }
@@ -348,18 +355,24 @@ impl Reassembler {
     fn finish<S: StreamSink>(&mut self, mut f: Flow, end: End, origin: Origin, sink: &mut S) {
         for side in [Side::A, Side::B] {
             let dir = &mut f.dirs[side.index()];
-            let keep = self.limits.recent;
-            force_gaps(dir, &mut self.buffered, &mut self.stats, f.conn, side, origin, keep, sink);
+            let limits = self.limits;
+            let conn = f.conn;
+            let mut ctx = Ctx {
+                buffered: &mut self.buffered,
+                stats: &mut self.stats,
+                limits,
+                conn,
+                side,
+                origin,
+                sink,
+            };
+            ctx.force_gaps(dir);
             // A FIN beyond what arrived: the end of the stream was lost.
             if let Some(fin) = dir.fin_at
                 && fin > dir.next
                 && !dir.done
             {
-                let missing = (fin - dir.next) as u64;
-                self.stats.gaps += 1;
-                self.stats.bytes_missing += missing;
-                sink.gap(f.conn, side, missing, origin);
-                dir.next = fin;
+                ctx.gap(dir, fin, false);
             }
         }
         if matches!(end, End::Fin | End::Rst) {
@@ -376,193 +389,153 @@ impl Reassembler {
     }
 }
 
-/// Delivers everything buffered, declaring each hole before it a gap.
-#[allow(clippy::too_many_arguments)]
-fn force_gaps<S: StreamSink>(
-    dir: &mut Dir,
-    buffered: &mut usize,
-    stats: &mut TcpStats,
+/// What the per-direction steps need besides the direction itself.
+struct Ctx<'a, S> {
+    buffered: &'a mut usize,
+    stats: &'a mut TcpStats,
+    limits: Limits,
     conn: u64,
     side: Side,
     origin: Origin,
-    keep: usize,
-    sink: &mut S,
-) {
-    while let Some((&at, _)) = dir.pending.iter().next() {
-        if at > dir.next {
-            let missing = (at - dir.next) as u64;
-            stats.gaps += 1;
-            stats.bytes_missing += missing;
-            stats.forced_gaps += 1;
-            sink.gap(conn, side, missing, origin);
-            dir.next = at;
-        }
-        drain(dir, buffered, stats, conn, side, origin, keep, sink);
-    }
+    sink: &'a mut S,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn accept<S: StreamSink>(
-    dir: &mut Dir,
-    start: i64,
-    payload: &[u8],
-    snapped: u32,
-    limits: Limits,
-    buffered: &mut usize,
-    stats: &mut TcpStats,
-    conn: u64,
-    side: Side,
-    origin: Origin,
-    sink: &mut S,
-) {
-    let end = start + payload.len() as i64;
-    if end + i64::from(snapped) <= dir.next {
-        stats.retransmissions += 1;
-        check_conflict(dir, start, payload, stats, conn, side, sink);
-        return;
-    }
-    if start <= dir.next {
-        let skip = (dir.next - start).min(payload.len() as i64) as usize;
-        check_conflict(dir, start, &payload[..skip], stats, conn, side, sink);
-        deliver(dir, &payload[skip..], limits.recent, conn, side, origin, sink);
-        snap_gap(dir, end, snapped, stats, conn, side, origin, sink);
-        drain(dir, buffered, stats, conn, side, origin, limits.recent, sink);
-        return;
-    }
-    // Out of order: hold it (first copy wins for a repeated start).
-    if let Some((existing, _)) = dir.pending.get(&start) {
-        let common = existing.len().min(payload.len());
-        if existing[..common] != payload[..common] {
-            stats.retransmission_conflicts += 1;
-            sink.conflict(conn, side);
+impl<S: StreamSink> Ctx<'_, S> {
+    /// Declares the bytes up to `to` missing and moves the stream past them.
+    fn gap(&mut self, dir: &mut Dir, to: i64, forced: bool) {
+        let missing = (to - dir.next) as u64;
+        self.stats.gaps += 1;
+        self.stats.bytes_missing += missing;
+        if forced {
+            self.stats.forced_gaps += 1;
         }
-        if payload.len() <= existing.len() {
-            stats.retransmissions += 1;
+        self.sink.gap(self.conn, self.side, missing, self.origin);
+        dir.next = to;
+    }
+
+    /// Delivers everything buffered, declaring each hole before it a gap.
+    fn force_gaps(&mut self, dir: &mut Dir) {
+        while let Some((&at, _)) = dir.pending.iter().next() {
+            if at > dir.next {
+                self.gap(dir, at, true);
+            }
+            self.drain(dir);
+        }
+    }
+
+    /// Takes one segment's payload starting at stream offset `start`.
+    fn accept(&mut self, dir: &mut Dir, start: i64, payload: &[u8], snapped: u32) {
+        let end = start + payload.len() as i64;
+        if end + i64::from(snapped) <= dir.next {
+            self.stats.retransmissions += 1;
+            self.check_conflict(dir, start, payload);
             return;
         }
-        let tail_at = start + existing.len() as i64;
-        let tail = payload[existing.len()..].to_vec();
-        *buffered += tail.len();
-        dir.pending_bytes += tail.len();
-        dir.pending.entry(tail_at).or_insert((tail, snapped));
-    } else {
-        *buffered += payload.len();
-        dir.pending_bytes += payload.len();
-        dir.pending.insert(start, (payload.to_vec(), snapped));
-    }
-    if dir.pending_bytes > limits.per_flow {
-        force_gaps(dir, buffered, stats, conn, side, origin, limits.recent, sink);
-    }
-}
-
-/// Delivers buffered segments that now continue the stream.
-#[allow(clippy::too_many_arguments)]
-fn drain<S: StreamSink>(
-    dir: &mut Dir,
-    buffered: &mut usize,
-    stats: &mut TcpStats,
-    conn: u64,
-    side: Side,
-    origin: Origin,
-    keep: usize,
-    sink: &mut S,
-) {
-    while let Some(entry) = dir.pending.first_entry() {
-        let at = *entry.key();
-        if at > dir.next {
-            break;
+        if start <= dir.next {
+            let skip = (dir.next - start).min(payload.len() as i64) as usize;
+            self.check_conflict(dir, start, &payload[..skip]);
+            self.deliver(dir, &payload[skip..]);
+            self.snap_gap(dir, end, snapped);
+            self.drain(dir);
+            return;
         }
-        let (seg, snapped) = entry.remove();
-        *buffered -= seg.len();
-        dir.pending_bytes -= seg.len();
-        let end = at + seg.len() as i64;
-        if end + i64::from(snapped) <= dir.next {
-            if !seg.is_empty() {
-                stats.retransmissions += 1;
-                check_conflict(dir, at, &seg, stats, conn, side, sink);
+        // Out of order: hold it (first copy wins for a repeated start).
+        if let Some((existing, _)) = dir.pending.get(&start) {
+            let common = existing.len().min(payload.len());
+            if existing[..common] != payload[..common] {
+                self.stats.retransmission_conflicts += 1;
+                self.sink.conflict(self.conn, self.side);
             }
-            continue;
+            if payload.len() <= existing.len() {
+                self.stats.retransmissions += 1;
+                return;
+            }
+            let tail_at = start + existing.len() as i64;
+            let tail = payload[existing.len()..].to_vec();
+            *self.buffered += tail.len();
+            dir.pending_bytes += tail.len();
+            dir.pending.entry(tail_at).or_insert((tail, snapped));
+        } else {
+            *self.buffered += payload.len();
+            dir.pending_bytes += payload.len();
+            dir.pending.insert(start, (payload.to_vec(), snapped));
         }
-        let skip = ((dir.next - at) as usize).min(seg.len());
-        check_conflict(dir, at, &seg[..skip], stats, conn, side, sink);
-        deliver(dir, &seg[skip..], keep, conn, side, origin, sink);
-        snap_gap(dir, end, snapped, stats, conn, side, origin, sink);
+        if dir.pending_bytes > self.limits.per_flow {
+            self.force_gaps(dir);
+        }
     }
-}
 
-/// After a segment the capture cut short, the bytes it lost are a hole.
-#[allow(clippy::too_many_arguments)]
-fn snap_gap<S: StreamSink>(
-    dir: &mut Dir,
-    end: i64,
-    snapped: u32,
-    stats: &mut TcpStats,
-    conn: u64,
-    side: Side,
-    origin: Origin,
-    sink: &mut S,
-) {
-    let wire_end = end + i64::from(snapped);
-    if snapped > 0 && dir.next >= end && wire_end > dir.next {
-        let missing = (wire_end - dir.next) as u64;
-        stats.gaps += 1;
-        stats.bytes_missing += missing;
-        sink.gap(conn, side, missing, origin);
-        dir.next = wire_end;
+    /// Delivers buffered segments that now continue the stream.
+    fn drain(&mut self, dir: &mut Dir) {
+        while let Some(entry) = dir.pending.first_entry() {
+            let at = *entry.key();
+            if at > dir.next {
+                break;
+            }
+            let (seg, snapped) = entry.remove();
+            *self.buffered -= seg.len();
+            dir.pending_bytes -= seg.len();
+            let end = at + seg.len() as i64;
+            if end + i64::from(snapped) <= dir.next {
+                if !seg.is_empty() {
+                    self.stats.retransmissions += 1;
+                    self.check_conflict(dir, at, &seg);
+                }
+                continue;
+            }
+            let skip = ((dir.next - at) as usize).min(seg.len());
+            self.check_conflict(dir, at, &seg[..skip]);
+            self.deliver(dir, &seg[skip..]);
+            self.snap_gap(dir, end, snapped);
+        }
     }
-}
 
-fn deliver<S: StreamSink>(
-    dir: &mut Dir,
-    bytes: &[u8],
-    keep: usize,
-    conn: u64,
-    side: Side,
-    origin: Origin,
-    sink: &mut S,
-) {
-    if bytes.is_empty() {
-        return;
+    /// After a segment the capture cut short, the bytes it lost are a hole.
+    fn snap_gap(&mut self, dir: &mut Dir, end: i64, snapped: u32) {
+        let wire_end = end + i64::from(snapped);
+        if snapped > 0 && dir.next >= end && wire_end > dir.next {
+            self.gap(dir, wire_end, false);
+        }
     }
-    sink.data(conn, side, bytes, origin);
-    // Keep the last `keep` bytes in a ring (one copy per byte, no shifting), to compare
-    // retransmissions against.
-    if dir.recent.len() != keep {
-        dir.recent = vec![0; keep];
-        dir.recent_fill = 0;
-    }
-    let tail = &bytes[bytes.len().saturating_sub(keep)..];
-    let start = ((dir.next + (bytes.len() - tail.len()) as i64) as u64 % keep as u64) as usize;
-    let first = tail.len().min(keep - start);
-    dir.recent[start..start + first].copy_from_slice(&tail[..first]);
-    dir.recent[..tail.len() - first].copy_from_slice(&tail[first..]);
-    dir.recent_fill = (dir.recent_fill + bytes.len()).min(keep);
-    dir.next += bytes.len() as i64;
-}
 
-/// Compares bytes at `[start, start + len)` (all before `dir.next`) with what was delivered.
-fn check_conflict<S: StreamSink>(
-    dir: &Dir,
-    start: i64,
-    bytes: &[u8],
-    stats: &mut TcpStats,
-    conn: u64,
-    side: Side,
-    sink: &mut S,
-) {
-    if bytes.is_empty() {
-        return;
+    fn deliver(&mut self, dir: &mut Dir, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.sink.data(self.conn, self.side, bytes, self.origin);
+        // Keep the last `recent` bytes in a ring (one copy per byte, no shifting), to compare
+        // retransmissions against.
+        let keep = self.limits.recent;
+        if dir.recent.len() != keep {
+            dir.recent = vec![0; keep];
+            dir.recent_fill = 0;
+        }
+        let tail = &bytes[bytes.len().saturating_sub(keep)..];
+        let start = ((dir.next + (bytes.len() - tail.len()) as i64) as u64 % keep as u64) as usize;
+        let first = tail.len().min(keep - start);
+        dir.recent[start..start + first].copy_from_slice(&tail[..first]);
+        dir.recent[..tail.len() - first].copy_from_slice(&tail[first..]);
+        dir.recent_fill = (dir.recent_fill + bytes.len()).min(keep);
+        dir.next += bytes.len() as i64;
     }
-    let recent_start = dir.next - dir.recent_fill as i64;
-    let from = start.max(recent_start);
-    let to = (start + bytes.len() as i64).min(dir.next);
-    if from >= to {
-        return;
-    }
-    let len = dir.recent.len() as u64;
-    let differs = (from..to).any(|at| dir.recent[(at as u64 % len) as usize] != bytes[(at - start) as usize]);
-    if differs {
-        stats.retransmission_conflicts += 1;
-        sink.conflict(conn, side);
+
+    /// Compares bytes at `[start, start + len)` (all before `dir.next`) with what was delivered.
+    fn check_conflict(&mut self, dir: &Dir, start: i64, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let recent_start = dir.next - dir.recent_fill as i64;
+        let from = start.max(recent_start);
+        let to = (start + bytes.len() as i64).min(dir.next);
+        if from >= to {
+            return;
+        }
+        let len = dir.recent.len() as u64;
+        let differs =
+            (from..to).any(|at| dir.recent[(at as u64 % len) as usize] != bytes[(at - start) as usize]);
+        if differs {
+            self.stats.retransmission_conflicts += 1;
+            self.sink.conflict(self.conn, self.side);
+        }
     }
 }

@@ -7,7 +7,9 @@
 //! `CONNECT` end HTTP parsing on the connection. A hole in a stream flags the message that
 //! crosses it with the bytes missing, and parsing resumes at the next message start.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 
 use corpora::{Blob, ChunkMark, Flag, Header, HttpExchange, HttpRequest, HttpResponse};
 
@@ -20,11 +22,32 @@ pub struct HttpLimits {
     pub max_head: usize,
     /// Body bytes kept per message; the rest is counted and the message flagged truncated.
     pub max_body: usize,
+    /// Body bytes all connections together may hold in messages not yet handed on; past it,
+    /// bodies are cut the same way (so many large uploads at once cannot exhaust memory).
+    pub max_total: usize,
+    /// Requests one connection may have waiting for responses; past it, the oldest is handed
+    /// on as never answered.
+    pub max_waiting: usize,
 }
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        HttpLimits { max_head: 64 << 10, max_body: 16 << 20 }
+        HttpLimits { max_head: 64 << 10, max_body: 16 << 20, max_total: 24 << 20, max_waiting: 1024 }
+    }
+}
+
+/// Body bytes held by every connection of a recording, shared by their parsers.
+pub type BodyBudget = Rc<Cell<usize>>;
+
+fn event_bytes(ev: &HttpEvent) -> usize {
+    match ev {
+        HttpEvent::Exchange(x) => {
+            let e = &x.exchange;
+            e.request.body.len()
+                + e.response.as_ref().map_or(0, |r| r.body.len())
+                + e.interim.iter().map(|r| r.body.len()).sum::<usize>()
+        }
+        HttpEvent::ResponseWithoutRequest => 0,
     }
 }
 
@@ -142,6 +165,9 @@ pub struct HttpConn {
     pub skipped: u64,
     /// Malformed heads seen.
     pub malformed: u64,
+    /// Body bytes dropped because a bound was reached (the messages are flagged truncated).
+    pub body_bytes_dropped: u64,
+    budget: BodyBudget,
 }
 
 fn idx(side: Side) -> usize {
@@ -214,8 +240,8 @@ fn content_length(list: &[Header]) -> Option<u64> {
 }
 
 impl HttpConn {
-    /// A connection not yet known to be HTTP.
-    pub fn new(limits: HttpLimits) -> HttpConn {
+    /// A connection not yet known to be HTTP, sharing `budget` with the other connections.
+    pub fn new(limits: HttpLimits, budget: BodyBudget) -> HttpConn {
         HttpConn {
             mode: Mode::Detecting,
             limits,
@@ -225,6 +251,8 @@ impl HttpConn {
             held: None,
             skipped: 0,
             malformed: 0,
+            body_bytes_dropped: 0,
+            budget,
         }
     }
 
@@ -314,11 +342,17 @@ impl HttpConn {
         match ev {
             HttpEvent::Exchange(x) => {
                 if let Some(prev) = self.held.replace(x) {
-                    out.push(HttpEvent::Exchange(prev));
+                    self.hand_on(HttpEvent::Exchange(prev), out);
                 }
             }
             other => out.push(other),
         }
+    }
+
+    /// An event leaves this connection: its bodies no longer count against the budget.
+    fn hand_on(&mut self, ev: HttpEvent, out: &mut Vec<HttpEvent>) {
+        self.budget.set(self.budget.get().saturating_sub(event_bytes(&ev)));
+        out.push(ev);
     }
 
     /// The connection is over: finish close-delimited bodies, and emit every request still
@@ -328,7 +362,9 @@ impl HttpConn {
             Mode::Http { client } => client,
             Mode::Upgraded => {
                 self.flush_waiting(out);
-                out.extend(self.held.take().map(HttpEvent::Exchange));
+                if let Some(h) = self.held.take() {
+                    self.hand_on(HttpEvent::Exchange(h), out);
+                }
                 return;
             }
             Mode::Detecting | Mode::NotHttp => return,
@@ -356,7 +392,9 @@ impl HttpConn {
             }
         }
         self.flush_waiting(out);
-        out.extend(self.held.take().map(HttpEvent::Exchange));
+        if let Some(h) = self.held.take() {
+            self.hand_on(HttpEvent::Exchange(h), out);
+        }
     }
 
     fn flush_waiting(&mut self, out: &mut Vec<HttpEvent>) {
@@ -442,7 +480,10 @@ impl HttpConn {
                 }
                 State::Body(body) => {
                     let limits = self.limits;
-                    let used = consume_body(body, &mut p.msg, &mut p.line, bytes, origin, is_request, limits);
+                    let mut bounds =
+                        Bounds { limits, budget: &self.budget, dropped: &mut self.body_bytes_dropped };
+                    let used =
+                        consume_body(body, &mut p.msg, &mut p.line, bytes, origin, is_request, &mut bounds);
                     bytes = &bytes[used..];
                     if let State::Body(Body::Length(0)) = p.state {
                         self.complete(side, is_request, out);
@@ -549,6 +590,11 @@ impl HttpConn {
             let mut msg = msg;
             msg.sequence = self.requests;
             self.waiting.push_back(msg);
+            if self.waiting.len() > self.limits.max_waiting {
+                let mut oldest = self.waiting.pop_front().expect("not empty");
+                oldest.flags.push(Flag::NoResponse);
+                self.emit(exchange(oldest, None), out);
+            }
             return;
         }
         let Some(resp) = &msg.response else { return };
@@ -564,6 +610,8 @@ impl HttpConn {
             return;
         }
         let Some(req) = self.waiting.pop_front() else {
+            let dropped = msg.response.as_ref().map_or(0, |r| r.body.len());
+            self.budget.set(self.budget.get().saturating_sub(dropped));
             out.push(HttpEvent::ResponseWithoutRequest);
             return;
         };
@@ -576,6 +624,14 @@ impl HttpConn {
     }
 }
 
+/// What bounds a body: the limits, the budget shared by all connections, and where to count
+/// the bytes dropped.
+struct Bounds<'a> {
+    limits: HttpLimits,
+    budget: &'a Cell<usize>,
+    dropped: &'a mut u64,
+}
+
 /// Consumes body bytes; returns how many of `bytes` were used.
 fn consume_body(
     body: &mut Body,
@@ -584,17 +640,24 @@ fn consume_body(
     bytes: &[u8],
     origin: Origin,
     is_request: bool,
-    limits: HttpLimits,
+    bounds: &mut Bounds<'_>,
 ) -> usize {
+    let Bounds { limits, budget, dropped } = bounds;
+    let (limits, budget) = (*limits, &**budget);
     let start_ts = msg.origin.ts_ns;
     let sse = msg.sse;
-    let keep = |msg: &mut Message, data: &[u8]| {
+    let mut keep = |msg: &mut Message, data: &[u8]| {
         let target = if is_request {
             &mut msg.request.as_mut().expect("request").body
         } else {
             &mut msg.response.as_mut().expect("response").body
         };
-        let room = limits.max_body.saturating_sub(target.0.len());
+        // Once cut, a body stays cut: bytes after a cut would sit after a hole.
+        let room = if msg.body_dropped > 0 {
+            0
+        } else {
+            limits.max_body.saturating_sub(target.0.len()).min(limits.max_total.saturating_sub(budget.get()))
+        };
         let n = data.len().min(room);
         if sse && !is_request && n > 0 {
             let at = target.0.len() as u64;
@@ -610,9 +673,10 @@ fn consume_body(
             &mut msg.response.as_mut().expect("response").body
         };
         target.0.extend_from_slice(&data[..n]);
+        budget.set(budget.get() + n);
         if n < data.len() {
             if msg.body_dropped == 0 {
-                let kept = limits.max_body as u64;
+                let kept = target.0.len() as u64;
                 msg.flags.push(if is_request {
                     Flag::RequestTruncated { kept }
                 } else {
@@ -620,6 +684,7 @@ fn consume_body(
                 });
             }
             msg.body_dropped += (data.len() - n) as u64;
+            **dropped += (data.len() - n) as u64;
         }
     };
     match body {

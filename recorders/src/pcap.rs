@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::capture::{self, CaptureError, CaptureEvent, RawPacket};
 use crate::decode::{self, Decoded};
 use crate::defrag::{Defrag, DefragLimits, DefragStats};
-use crate::http::{HttpConn, HttpEvent, HttpLimits, Mode};
+use crate::http::{BodyBudget, HttpConn, HttpEvent, HttpLimits, Mode};
 use crate::out::{CaseOut, Job};
 use crate::tcp::{End, Limits, Origin, Reassembler, Side, StreamSink, TcpStats};
 
@@ -102,6 +102,8 @@ pub struct Stats {
     pub http_bytes_skipped: u64,
     /// Message heads that did not parse.
     pub http_malformed_heads: u64,
+    /// Body bytes not kept because a size or memory bound was reached (messages flagged).
+    pub http_body_bytes_dropped: u64,
     /// Packets that did not decode, by reason (kept as packet cases, flagged `malformed`).
     pub malformed: BTreeMap<&'static str, u64>,
     /// Packets that are simply not TCP/UDP over IP, by kind.
@@ -131,6 +133,8 @@ struct OwnedPacket {
 
 /// How many packets a connection may hold before its first payload decides what it is.
 const HOLD_MAX: usize = 32;
+/// How many bytes of such packets all connections together may hold.
+const HOLD_BYTES: usize = 4 << 20;
 
 struct Conn {
     http: HttpConn,
@@ -144,13 +148,18 @@ struct Sink {
     events: Vec<(u64, HttpEvent)>,
     closed: Vec<(u64, Conn)>,
     limits: HttpLimits,
+    bodies: BodyBudget,
 }
 
 impl StreamSink for Sink {
     fn open(&mut self, conn: u64, _a: (IpAddr, u16), b: (IpAddr, u16), _syn_seen: bool) {
         self.conns.insert(
             conn,
-            Conn { http: HttpConn::new(self.limits), server: b, held: Held { packets: Vec::new() } },
+            Conn {
+                http: HttpConn::new(self.limits, self.bodies.clone()),
+                server: b,
+                held: Held { packets: Vec::new() },
+            },
         );
     }
 
@@ -198,6 +207,8 @@ pub struct Recorder {
     file: String,
     /// What recently closed connections were, for their late packets.
     closed_modes: HashMap<u64, Mode>,
+    /// Bytes of packets held by connections not yet known to be HTTP or not.
+    held_bytes: usize,
 }
 
 impl Recorder {
@@ -213,6 +224,7 @@ impl Recorder {
             stats: Stats { recorder: "pcap", ..Stats::default() },
             file: String::new(),
             closed_modes: HashMap::default(),
+            held_bytes: 0,
         }
     }
 
@@ -342,32 +354,43 @@ impl Recorder {
         match mode {
             Mode::Http { .. } | Mode::Upgraded => {
                 self.stats.disposition.http += 1;
-                if let Some(c) = self.sink.conns.get_mut(&conn) {
-                    self.stats.disposition.http += c.held.packets.len() as u64;
-                    c.held.packets.clear();
-                }
+                let held = self.take_held(conn);
+                self.stats.disposition.http += held.len() as u64;
             }
             Mode::NotHttp => {
-                let held = self.sink.conns.get_mut(&conn).map(|c| std::mem::take(&mut c.held.packets));
-                for h in held.unwrap_or_default() {
+                for h in self.take_held(conn) {
                     self.packet_case(h)?;
                 }
                 self.packet_case(pkt())?;
             }
-            Mode::Detecting => match self.sink.conns.get_mut(&conn) {
-                Some(c) if c.held.packets.len() < HOLD_MAX => c.held.packets.push(pkt()),
-                Some(c) => {
-                    // Too long without payload to decide: these are packets, not HTTP.
-                    let held = std::mem::take(&mut c.held.packets);
-                    for h in held {
-                        self.packet_case(h)?;
+            Mode::Detecting => {
+                let room = self.held_bytes + p.data.len() <= HOLD_BYTES;
+                match self.sink.conns.get_mut(&conn) {
+                    Some(c) if c.held.packets.len() < HOLD_MAX && room => {
+                        self.held_bytes += p.data.len();
+                        c.held.packets.push(pkt());
                     }
-                    self.packet_case(pkt())?;
+                    Some(_) => {
+                        // Too long without payload to decide, or too much held overall: these
+                        // are packets, not HTTP.
+                        for h in self.take_held(conn) {
+                            self.packet_case(h)?;
+                        }
+                        self.packet_case(pkt())?;
+                    }
+                    None => self.packet_case(pkt())?,
                 }
-                None => self.packet_case(pkt())?,
-            },
+            }
         }
         Ok(())
+    }
+
+    /// Takes a connection's held packets out of the bound.
+    fn take_held(&mut self, conn: u64) -> Vec<OwnedPacket> {
+        let held =
+            self.sink.conns.get_mut(&conn).map(|c| std::mem::take(&mut c.held.packets)).unwrap_or_default();
+        self.held_bytes -= held.iter().map(|h| h.data.len()).sum::<usize>();
+        held
     }
 
     fn drain_closed(&mut self) -> Result<(), CorpusError> {
@@ -386,6 +409,8 @@ impl Recorder {
             *self.stats.connections.entry(name).or_default() += 1;
             self.stats.http_bytes_skipped += c.http.skipped;
             self.stats.http_malformed_heads += c.http.malformed;
+            self.stats.http_body_bytes_dropped += c.http.body_bytes_dropped;
+            self.held_bytes -= c.held.packets.iter().map(|h| h.data.len()).sum::<usize>();
             match c.http.mode() {
                 Mode::Http { .. } | Mode::Upgraded => {
                     self.stats.disposition.http += c.held.packets.len() as u64

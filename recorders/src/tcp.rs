@@ -90,11 +90,20 @@ pub struct Limits {
     pub idle_ns: i64,
     /// Recently delivered bytes kept per direction to compare retransmissions against.
     pub recent: usize,
+    /// Bytes all those windows may take together; directions past it are not checked for
+    /// conflicting retransmissions (counted in `TcpStats::unchecked_directions`).
+    pub recent_total: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { per_flow: 4 << 20, global: 32 << 20, idle_ns: 120_000_000_000, recent: 8 << 10 }
+        Limits {
+            per_flow: 4 << 20,
+            global: 32 << 20,
+            idle_ns: 120_000_000_000,
+            recent: 4 << 10,
+            recent_total: 16 << 20,
+        }
     }
 }
 
@@ -125,6 +134,8 @@ pub struct TcpStats {
     pub after_close: u64,
     /// Largest out-of-order buffer held at once, all flows together.
     pub peak_buffered: u64,
+    /// Directions whose retransmissions were not compared (the windows' memory bound was reached).
+    pub unchecked_directions: u64,
 }
 
 #[derive(Default)]
@@ -142,6 +153,8 @@ struct Dir {
     recent: Vec<u8>,
     /// How many bytes of `recent` are filled (at most its length).
     recent_fill: usize,
+    /// No window could be had for this direction.
+    unchecked: bool,
 }
 
 impl Dir {
@@ -175,6 +188,8 @@ pub struct Reassembler {
     flows: HashMap<Key, Flow>,
     limits: Limits,
     buffered: usize,
+    /// Bytes of retransmission windows allocated, all flows together.
+    windows: usize,
     next_conn: u64,
     last_sweep: i64,
     /// Flows closed by FIN or RST, with when: late ACKs and retransmitted FINs belong to them.
@@ -190,6 +205,7 @@ impl Reassembler {
             flows: HashMap::default(),
             limits,
             buffered: 0,
+            windows: 0,
             next_conn: 0,
             last_sweep: i64::MIN,
             closed: HashMap::default(),
@@ -291,6 +307,7 @@ impl Reassembler {
                 let limits = self.limits;
                 let mut ctx = Ctx {
                     buffered: &mut self.buffered,
+                    windows: &mut self.windows,
                     stats: &mut self.stats,
                     limits,
                     conn,
@@ -353,12 +370,14 @@ impl Reassembler {
     }
 
     fn finish<S: StreamSink>(&mut self, mut f: Flow, end: End, origin: Origin, sink: &mut S) {
+        self.windows -= f.dirs.iter().map(|d| d.recent.len()).sum::<usize>();
         for side in [Side::A, Side::B] {
             let dir = &mut f.dirs[side.index()];
             let limits = self.limits;
             let conn = f.conn;
             let mut ctx = Ctx {
                 buffered: &mut self.buffered,
+                windows: &mut self.windows,
                 stats: &mut self.stats,
                 limits,
                 conn,
@@ -392,6 +411,7 @@ impl Reassembler {
 /// What the per-direction steps need besides the direction itself.
 struct Ctx<'a, S> {
     buffered: &'a mut usize,
+    windows: &'a mut usize,
     stats: &'a mut TcpStats,
     limits: Limits,
     conn: u64,
@@ -506,9 +526,17 @@ impl<S: StreamSink> Ctx<'_, S> {
         // Keep the last `recent` bytes in a ring (one copy per byte, no shifting), to compare
         // retransmissions against.
         let keep = self.limits.recent;
-        if dir.recent.len() != keep {
+        if dir.recent.is_empty() {
+            if dir.unchecked || keep == 0 || *self.windows + keep > self.limits.recent_total {
+                if !dir.unchecked {
+                    dir.unchecked = true;
+                    self.stats.unchecked_directions += 1;
+                }
+                dir.next += bytes.len() as i64;
+                return;
+            }
+            *self.windows += keep;
             dir.recent = vec![0; keep];
-            dir.recent_fill = 0;
         }
         let tail = &bytes[bytes.len().saturating_sub(keep)..];
         let start = ((dir.next + (bytes.len() - tail.len()) as i64) as u64 % keep as u64) as usize;
@@ -531,6 +559,9 @@ impl<S: StreamSink> Ctx<'_, S> {
             return;
         }
         let len = dir.recent.len() as u64;
+        if len == 0 {
+            return;
+        }
         let differs =
             (from..to).any(|at| dir.recent[(at as u64 % len) as usize] != bytes[(at - start) as usize]);
         if differs {

@@ -612,3 +612,77 @@ fn ipv4_fragments_are_reassembled_and_kept_as_packets() {
     assert_eq!(stats.ipv4_fragments.reassembled, 1);
     assert_eq!(stats.disposition.packet_cases, 4, "each fragment is also a packet case");
 }
+
+#[test]
+fn bodies_in_flight_on_all_connections_share_one_bound() {
+    use recorders::http::HttpLimits;
+    // Two connections send their request heads, then their 80-byte bodies interleaved: with
+    // 100 bytes for all bodies in flight, the second is cut (and flagged), never mixed up.
+    let mut a = Conn::new(2001, 1, 1);
+    let mut b = Conn::new(2002, 1, 1);
+    a.handshake();
+    b.handshake();
+    let head = b"POST /up HTTP/1.1\r\nContent-Length: 80\r\n\r\n";
+    let mut frames = a.pkts.clone();
+    frames.extend(b.pkts.clone());
+    frames.push(a.seg(true, head));
+    frames.push(b.seg(true, head));
+    frames.push(a.seg(true, &[b'a'; 80]));
+    frames.push(b.seg(true, &[b'b'; 80]));
+    frames.push(a.seg(false, &ok("ok")));
+    frames.push(b.seg(false, &ok("ok")));
+    // Later, with the budget free again, a third body fits whole.
+    frames.push(a.seg(true, b"POST /again HTTP/1.1\r\nContent-Length: 50\r\n\r\n"));
+    frames.push(a.seg(true, &[b'c'; 50]));
+    frames.push(a.seg(false, &ok("ok")));
+    let opts = Options { http: HttpLimits { max_total: 100, ..HttpLimits::default() }, ..Options::default() };
+    let (stats, cases) = record_with(eth(&frames), opts);
+    let x = exchanges(&cases);
+    let mut ups: Vec<(Vec<u8>, Vec<Flag>)> = x
+        .iter()
+        .filter(|(e, _)| e.request.target == "/up")
+        .map(|(e, f)| (e.request.body.0.clone(), f.to_vec()))
+        .collect();
+    ups.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(ups[0].0, vec![b'a'; 80], "the first body in is kept whole");
+    let cut = &ups[1];
+    assert!(cut.0.len() < 80 && cut.0.iter().all(|&c| c == b'b'), "a prefix of its own bytes only");
+    assert!(cut.1.contains(&Flag::RequestTruncated { kept: cut.0.len() as u64 }), "{:?}", cut.1);
+    // Every body that lost bytes says so.
+    for (e, f) in &x {
+        let r = e.response.as_ref().unwrap();
+        if r.body.len() < 2 {
+            assert!(f.iter().any(|f| matches!(f, Flag::ResponseTruncated { .. })), "{f:?}");
+        }
+    }
+    assert!(stats.http_body_bytes_dropped >= 80 - cut.0.len() as u64);
+}
+
+#[test]
+fn unanswered_pipelined_requests_are_bounded() {
+    use recorders::http::HttpLimits;
+    let mut c = Conn::new(2003, 1, 1);
+    c.handshake().send(true, b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\n\r\n");
+    let opts = Options { http: HttpLimits { max_waiting: 2, ..HttpLimits::default() }, ..Options::default() };
+    let (stats, cases) = record_with(eth(&c.pkts), opts);
+    assert_eq!(exchanges(&cases).len(), 3);
+    assert_eq!(stats.requests_without_response, 3);
+}
+
+#[test]
+fn retransmission_windows_share_one_bound() {
+    use recorders::tcp::Limits;
+    let mut frames = Vec::new();
+    for port in [3001, 3002] {
+        let mut c = Conn::new(port, 1, 1);
+        c.handshake().send(true, GET).send(false, &ok("x")).fin();
+        frames.extend(c.pkts);
+    }
+    // Room for one 4 KiB window: on each connection the client's direction gets it and the
+    // server's is delivered unchecked (counted); a closed connection returns its window.
+    let opts = Options { tcp: Limits { recent_total: 4096, ..Limits::default() }, ..Options::default() };
+    let (stats, cases) = record_with(eth(&frames), opts);
+    assert_eq!(exchanges(&cases).len(), 1, "two identical exchanges are one case");
+    assert_eq!(stats.exchanges + stats.duplicate_exchanges, 2);
+    assert_eq!(stats.tcp.unchecked_directions, 2);
+}

@@ -476,7 +476,7 @@ impl<R: Read> CaptureReader<R> {
                         self.packets += 1;
                         return Ok(Some(Step::Warning(w)));
                     }
-                    let secs = (ticks / iface.ticks_per_sec) as i64 + iface.offset_s;
+                    let secs = ((ticks / iface.ticks_per_sec) as i64).saturating_add(iface.offset_s);
                     let frac = ticks % iface.ticks_per_sec;
                     let frac_ns = (u128::from(frac) * 1_000_000_000 / u128::from(iface.ticks_per_sec)) as i64;
                     let _ = iface.snaplen;

@@ -245,6 +245,13 @@ fn decode_snapped(ip: &[u8], snapped: u32) -> Decoded<'_> {
         return Decoded::Other(Undecoded::BadIp);
     };
     let (lax, _) = lax;
+    // What the capture cut is what the IP header says is there minus what was captured: never
+    // more, whatever the record's original length claims.
+    let expected = match &lax {
+        etherparse::LaxIpSlice::Ipv4(v4) => usize::from(v4.header().total_len()),
+        etherparse::LaxIpSlice::Ipv6(v6) => 40 + usize::from(v6.header().payload_length()),
+    };
+    let snapped = snapped.min(expected.saturating_sub(ip.len()) as u32);
     let payload = lax.payload();
     if payload.fragmented {
         return Decoded::Other(Undecoded::Fragment);

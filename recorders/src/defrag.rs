@@ -77,16 +77,27 @@ pub struct Defrag {
     pending: HashMap<Key, Pending>,
     bytes: usize,
     limits: DefragLimits,
+    last_expire: i64,
     /// Counters.
     pub stats: DefragStats,
 }
 
 const MAX_DATAGRAM: usize = 65_535;
+/// What an entry costs besides its bytes (map slot, range list), so empty fragments count too.
+const ENTRY_OVERHEAD: usize = 128;
+/// Datagrams held at once.
+const MAX_DATAGRAMS: usize = 4096;
 
 impl Defrag {
     /// A defragmenter with these bounds.
     pub fn new(limits: DefragLimits) -> Defrag {
-        Defrag { pending: HashMap::default(), bytes: 0, limits, stats: DefragStats::default() }
+        Defrag {
+            pending: HashMap::default(),
+            bytes: 0,
+            limits,
+            last_expire: i64::MIN,
+            stats: DefragStats::default(),
+        }
     }
 
     /// Adds a fragment; returns the datagram when it is complete.
@@ -99,7 +110,15 @@ impl Defrag {
             return None;
         }
         let key = (f.src, f.dst, f.id, f.protocol);
-        while self.bytes + f.payload.len() > self.limits.max_bytes && !self.pending.is_empty() {
+        // What this fragment will cost: the datagram's growth, or a new entry.
+        let growth = match self.pending.get(&key) {
+            Some(p) => end.saturating_sub(p.data.len()),
+            None => end + ENTRY_OVERHEAD,
+        };
+        while !self.pending.is_empty()
+            && (self.bytes + growth > self.limits.max_bytes
+                || (!self.pending.contains_key(&key) && self.pending.len() >= MAX_DATAGRAMS))
+        {
             self.drop_oldest();
         }
         let p = self.pending.entry(key).or_insert_with(|| Pending {
@@ -108,6 +127,9 @@ impl Defrag {
             total: None,
             first_ts: ts_ns,
         });
+        if p.data.is_empty() && p.have.is_empty() {
+            self.bytes += ENTRY_OVERHEAD;
+        }
         if p.data.len() < end {
             self.bytes += end - p.data.len();
             p.data.resize(end, 0);
@@ -148,7 +170,7 @@ impl Defrag {
             return None;
         }
         let mut p = self.pending.remove(&key).expect("present");
-        self.bytes -= p.data.len();
+        self.bytes -= p.data.len() + ENTRY_OVERHEAD;
         p.data.truncate(p.total.expect("complete"));
         self.stats.reassembled += 1;
         Some((f.src, f.dst, f.protocol, p.data))
@@ -157,19 +179,25 @@ impl Defrag {
     fn drop_oldest(&mut self) {
         if let Some(key) = self.pending.iter().min_by_key(|(_, p)| p.first_ts).map(|(k, _)| *k) {
             let p = self.pending.remove(&key).expect("present");
-            self.bytes -= p.data.len();
+            self.bytes -= p.data.len() + ENTRY_OVERHEAD;
             self.stats.dropped_for_memory += 1;
         }
     }
 
     fn expire(&mut self, now: i64) {
+        // At most once a second of capture time: a scan of every datagram per fragment would be
+        // quadratic on a flood of fragments.
+        if now >= self.last_expire && now.saturating_sub(self.last_expire) < 1_000_000_000 {
+            return;
+        }
+        self.last_expire = now;
         let timeout = self.limits.timeout_ns;
         let before = self.pending.len();
         let mut freed = 0;
         self.pending.retain(|_, p| {
             let keep = now.saturating_sub(p.first_ts) <= timeout;
             if !keep {
-                freed += p.data.len();
+                freed += p.data.len() + ENTRY_OVERHEAD;
             }
             keep
         });
@@ -222,16 +250,22 @@ mod tests {
 
     #[test]
     fn memory_cap_and_timeout_drop_the_oldest() {
-        let mut d = Defrag::new(DefragLimits { max_bytes: 100, timeout_ns: 10 });
+        // Each 40-byte fragment costs 40 + 128 (its entry): two fit in 400 bytes.
+        let mut d = Defrag::new(DefragLimits { max_bytes: 400, timeout_ns: 10_000_000_000 });
         for id in 0..5u16 {
             let f = Fragment { id, ..frag(0, true, &[0; 40]) };
-            d.add(&f, id as i64);
+            d.add(&f, i64::from(id) * 1_000_000_000);
         }
-        assert!(d.held_bytes() <= 100);
+        assert!(d.held_bytes() <= 400, "{}", d.held_bytes());
         assert_eq!(d.stats.dropped_for_memory, 3);
-        d.add(&Fragment { id: 99, ..frag(0, true, &[0; 8]) }, 100);
+        d.add(&Fragment { id: 99, ..frag(0, true, &[0; 8]) }, 100_000_000_000);
         assert_eq!(d.stats.incomplete, 2, "timed out");
-        assert!(d.add(&frag(65_530, true, &[0; 10]), 100).is_none());
+        assert!(d.add(&frag(65_530, true, &[0; 10]), 100_000_000_000).is_none());
         assert_eq!(d.stats.oversized, 1);
+        // Empty fragments cost their entry too: a flood of them stays bounded.
+        for id in 0..10_000u16 {
+            d.add(&Fragment { id, ..frag(0, true, &[]) }, 100_000_000_000);
+        }
+        assert!(d.held_bytes() <= 400, "{}", d.held_bytes());
     }
 }

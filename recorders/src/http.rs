@@ -36,6 +36,10 @@ impl Default for HttpLimits {
     }
 }
 
+/// Trailer fields parsed per message, and interim responses kept per request; more are
+/// counted as malformed and not kept (the raw body still has the trailers).
+const MAX_FIELDS: usize = 128;
+
 /// Body bytes held by every connection of a recording, shared by their parsers.
 pub type BodyBudget = Rc<Cell<usize>>;
 
@@ -103,6 +107,8 @@ enum Chunk {
     Data(u64),
     DataEnd,
     Trailers,
+    /// The empty line after the trailers: the body is complete.
+    Done,
 }
 
 #[derive(Debug, Default)]
@@ -326,10 +332,15 @@ impl HttpConn {
     /// A retransmission on `side` carried different bytes: flag the message in progress there,
     /// or, between messages, the exchange that just finished.
     pub fn conflict(&mut self, side: Side) {
+        let client = matches!(self.mode, Mode::Http { client } if client == side);
         let p = &mut self.parsers[idx(side)];
         let in_progress = p.msg.request.is_some() || p.msg.response.is_some() || !p.buf.is_empty();
-        let flags = match (&mut self.held, in_progress) {
-            (Some(h), false) => &mut h.flags,
+        let flags = match (in_progress, client, self.waiting.back_mut(), &mut self.held) {
+            (true, ..) => &mut p.msg.flags,
+            // The request just sent, still waiting for its response.
+            (false, true, Some(last), _) => &mut last.flags,
+            // The response just finished.
+            (false, _, _, Some(h)) => &mut h.flags,
             _ => &mut p.msg.flags,
         };
         if !flags.contains(&Flag::RetransmitConflict) {
@@ -469,12 +480,9 @@ impl HttpConn {
                             self.skipped += p.buf.len() as u64;
                             p.buf.clear();
                             bytes = &bytes[take..];
+                            // Its packets were counted as HTTP already: the connection stays HTTP,
+                            // and the skipped bytes and malformed head are counted instead.
                             p.state = State::Resync;
-                            if self.requests == 0 && self.waiting.is_empty() {
-                                // The very first message is not HTTP after all.
-                                self.mode = Mode::NotHttp;
-                                return;
-                            }
                         }
                     }
                 }
@@ -487,10 +495,7 @@ impl HttpConn {
                     bytes = &bytes[used..];
                     if let State::Body(Body::Length(0)) = p.state {
                         self.complete(side, is_request, out);
-                    } else if let State::Body(Body::Chunked(Chunk::Trailers)) = p.state
-                        && p.line.as_slice() == b"\x00done"
-                    {
-                        p.line.clear();
+                    } else if let State::Body(Body::Chunked(Chunk::Done)) = p.state {
                         self.complete(side, is_request, out);
                     }
                 }
@@ -603,9 +608,14 @@ impl HttpConn {
             // Interim: kept with the exchange it belongs to.
             // It answers the oldest unanswered request: one waiting, or the one still being sent.
             let Some(r) = msg.response else { return };
-            match self.waiting.front_mut() {
-                Some(front) => front.interim.push(r),
-                None => self.parsers[idx(side.other())].msg.interim.push(r),
+            let interim = match self.waiting.front_mut() {
+                Some(front) => &mut front.interim,
+                None => &mut self.parsers[idx(side.other())].msg.interim,
+            };
+            if interim.len() < MAX_FIELDS {
+                interim.push(r);
+            } else {
+                self.malformed += 1;
             }
             return;
         }
@@ -613,6 +623,10 @@ impl HttpConn {
             let dropped = msg.response.as_ref().map_or(0, |r| r.body.len());
             self.budget.set(self.budget.get().saturating_sub(dropped));
             out.push(HttpEvent::ResponseWithoutRequest);
+            if status == 101 {
+                // Whatever its request was, what follows is not HTTP.
+                self.mode = Mode::Upgraded;
+            }
             return;
         };
         let method_connect = req.request.as_ref().is_some_and(|r| r.method == "CONNECT");
@@ -704,6 +718,7 @@ fn consume_body(
             while used < bytes.len() {
                 let rest = &bytes[used..];
                 match *state {
+                    Chunk::Done => return used,
                     Chunk::Size | Chunk::DataEnd | Chunk::Trailers => {
                         // Line-oriented states: gather one line (raw bytes kept as sent).
                         let nl = rest.iter().position(|&b| b == b'\n');
@@ -741,11 +756,17 @@ fn consume_body(
                             Chunk::DataEnd => *state = Chunk::Size,
                             Chunk::Trailers => {
                                 if text.is_empty() {
-                                    // End of the chunked body: tell the caller.
-                                    line.extend_from_slice(b"\x00done");
+                                    *state = Chunk::Done;
                                     return used;
                                 }
-                                if let Some(colon) = text.iter().position(|&c| c == b':') {
+                                let count = if is_request {
+                                    msg.request.as_ref().map_or(0, |r| r.trailers.len())
+                                } else {
+                                    msg.response.as_ref().map_or(0, |r| r.trailers.len())
+                                };
+                                if count >= MAX_FIELDS {
+                                    // Kept in the raw body, not parsed further.
+                                } else if let Some(colon) = text.iter().position(|&c| c == b':') {
                                     let name = String::from_utf8_lossy(&text[..colon]).trim().to_string();
                                     let value = text[colon + 1..].trim_ascii().to_vec();
                                     let t = Header(name, Blob(value));
@@ -756,7 +777,7 @@ fn consume_body(
                                     }
                                 }
                             }
-                            Chunk::Data(_) => unreachable!(),
+                            Chunk::Data(_) | Chunk::Done => unreachable!(),
                         }
                     }
                     Chunk::Data(rem) => {

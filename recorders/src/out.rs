@@ -50,22 +50,40 @@ pub struct Appends {
     pub packet_dup: u64,
 }
 
+/// Bytes queued, and whether the writer thread has ended (then nothing waits for room).
 struct Budget {
-    used: Mutex<usize>,
+    state: Mutex<(usize, bool)>,
     freed: Condvar,
 }
 
 impl Budget {
+    fn new() -> Budget {
+        Budget { state: Mutex::new((0, false)), freed: Condvar::new() }
+    }
     fn acquire(&self, n: usize) {
-        let mut used = self.used.lock().expect("budget lock");
-        while *used > 0 && *used + n > QUEUE_BYTES {
-            used = self.freed.wait(used).expect("budget lock");
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while !s.1 && s.0 > 0 && s.0 + n > QUEUE_BYTES {
+            s = self.freed.wait(s).unwrap_or_else(|e| e.into_inner());
         }
-        *used += n;
+        s.0 += n;
     }
     fn release(&self, n: usize) {
-        *self.used.lock().expect("budget lock") -= n;
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 = s.0.saturating_sub(n);
         self.freed.notify_all();
+    }
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.freed.notify_all();
+    }
+}
+
+/// Marks the budget closed when the writer thread ends, however it ends (error or panic).
+struct CloseOnDrop<'a>(&'a Budget);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
@@ -90,7 +108,7 @@ pub struct CaseOut {
 impl CaseOut {
     /// Starts the writer thread; it owns `writer` until [`CaseOut::finish`].
     pub fn start(writer: CorpusWriter) -> CaseOut {
-        let budget = Arc::new(Budget { used: Mutex::new(0), freed: Condvar::new() });
+        let budget = Arc::new(Budget::new());
         let (tx, rx) = sync_channel::<(Vec<Job>, usize)>(64);
         let b = budget.clone();
         let handle = std::thread::Builder::new()
@@ -109,7 +127,7 @@ impl CaseOut {
 
     /// Builds and appends cases on the calling thread.
     pub fn inline(writer: CorpusWriter) -> CaseOut {
-        let budget = Arc::new(Budget { used: Mutex::new(0), freed: Condvar::new() });
+        let budget = Arc::new(Budget::new());
         CaseOut {
             inline: Some((writer, Appends::default())),
             tx: None,
@@ -186,6 +204,7 @@ impl CaseOut {
 }
 
 fn run(mut writer: CorpusWriter, rx: Receiver<(Vec<Job>, usize)>, budget: &Budget) -> Done {
+    let _closed = CloseOnDrop(budget);
     let mut counts = Appends::default();
     for (batch, n) in rx {
         for job in batch {
@@ -210,4 +229,22 @@ fn write(writer: &mut CorpusWriter, counts: &mut Appends, job: Job) -> Result<()
         (Appended::Duplicate, false) => counts.packet_dup += 1,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review finding: if the writer thread ended with the queue full, a sender waited for room
+    /// for ever. Closing the budget wakes it.
+    #[test]
+    fn a_closed_budget_never_blocks() {
+        let b = Arc::new(Budget::new());
+        b.acquire(QUEUE_BYTES);
+        let b2 = b.clone();
+        let waiter = std::thread::spawn(move || b2.acquire(QUEUE_BYTES));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        b.close();
+        waiter.join().unwrap();
+    }
 }

@@ -353,9 +353,8 @@ impl Recorder {
         };
         match mode {
             Mode::Http { .. } | Mode::Upgraded => {
-                self.stats.disposition.http += 1;
                 let held = self.take_held(conn);
-                self.stats.disposition.http += held.len() as u64;
+                self.count_http_packets(1 + held.len() as u64);
             }
             Mode::NotHttp => {
                 for h in self.take_held(conn) {
@@ -385,6 +384,15 @@ impl Recorder {
         Ok(())
     }
 
+    /// Packets whose bytes went into HTTP exchanges: kept, unless `--keep` leaves HTTP out.
+    fn count_http_packets(&mut self, n: u64) {
+        if self.opts.keep.http {
+            self.stats.disposition.http += n;
+        } else {
+            self.stats.disposition.not_kept += n;
+        }
+    }
+
     /// Takes a connection's held packets out of the bound.
     fn take_held(&mut self, conn: u64) -> Vec<OwnedPacket> {
         let held =
@@ -412,9 +420,7 @@ impl Recorder {
             self.stats.http_body_bytes_dropped += c.http.body_bytes_dropped;
             self.held_bytes -= c.held.packets.iter().map(|h| h.data.len()).sum::<usize>();
             match c.http.mode() {
-                Mode::Http { .. } | Mode::Upgraded => {
-                    self.stats.disposition.http += c.held.packets.len() as u64
-                }
+                Mode::Http { .. } | Mode::Upgraded => self.count_http_packets(c.held.packets.len() as u64),
                 Mode::NotHttp | Mode::Detecting => {
                     for h in c.held.packets {
                         self.packet_case(h)?;

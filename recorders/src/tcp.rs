@@ -155,6 +155,8 @@ struct Dir {
     recent_fill: usize,
     /// No window could be had for this direction.
     unchecked: bool,
+    /// The sequence number of this direction's SYN, if seen.
+    syn_seq: Option<u32>,
 }
 
 impl Dir {
@@ -234,7 +236,10 @@ impl Reassembler {
             && !t.ack
             && let Some(f) = self.flows.get(&k)
         {
-            let reused = f.dirs.iter().any(|d| d.next > 0 || !d.pending.is_empty());
+            // A repeated SYN (same initial sequence number, maybe with data: TCP Fast Open) is
+            // the same connection; a new one after data has flowed is a new connection.
+            let same_isn = f.dirs.iter().any(|d| d.syn_seq == Some(t.seq));
+            let reused = !same_isn && f.dirs.iter().any(|d| d.next > 0 || !d.pending.is_empty());
             if reused {
                 let f = self.flows.remove(&k).expect("present");
                 self.finish(f, End::Reused, origin, sink);
@@ -277,6 +282,7 @@ impl Reassembler {
         let side = if src == flow.a { Side::A } else { Side::B };
         let dir = &mut flow.dirs[side.index()];
         if t.syn {
+            dir.syn_seq.get_or_insert(t.seq);
             if !dir.started {
                 dir.started = true;
                 dir.last_seq = t.seq.wrapping_add(1);
@@ -339,7 +345,17 @@ impl Reassembler {
 
     /// Closes flows idle for longer than the limit (capture time), at most once a second.
     fn sweep<S: StreamSink>(&mut self, now: i64, sink: &mut S) {
+        if now < self.last_sweep {
+            // Time went backwards (files out of order, or after an outlier): start again.
+            self.last_sweep = now;
+            return;
+        }
         if now < self.last_sweep.saturating_add(1_000_000_000) {
+            return;
+        }
+        if self.last_sweep != i64::MIN && now - self.last_sweep > 3_600_000_000_000 {
+            // A jump of more than an hour is more likely one bad timestamp than an hour of
+            // silence: do not expire every flow on its word.
             return;
         }
         self.last_sweep = now;
@@ -408,6 +424,12 @@ impl Reassembler {
     }
 }
 
+/// What one buffered segment costs: its bytes and the map entry (so that a flood of empty or
+/// one-byte segments is bounded too).
+fn held_size(seg: &[u8]) -> usize {
+    seg.len() + 64
+}
+
 /// What the per-direction steps need besides the direction itself.
 struct Ctx<'a, S> {
     buffered: &'a mut usize,
@@ -431,6 +453,8 @@ impl<S: StreamSink> Ctx<'_, S> {
         }
         self.sink.gap(self.conn, self.side, missing, self.origin);
         dir.next = to;
+        // The window holds bytes from before the hole; nothing after it is known yet.
+        dir.recent_fill = 0;
     }
 
     /// Delivers everything buffered, declaring each hole before it a gap.
@@ -470,14 +494,16 @@ impl<S: StreamSink> Ctx<'_, S> {
                 self.stats.retransmissions += 1;
                 return;
             }
-            let tail_at = start + existing.len() as i64;
-            let tail = payload[existing.len()..].to_vec();
-            *self.buffered += tail.len();
-            dir.pending_bytes += tail.len();
-            dir.pending.entry(tail_at).or_insert((tail, snapped));
+            let (tail_at, existing_len) = (start + existing.len() as i64, existing.len());
+            if let std::collections::btree_map::Entry::Vacant(v) = dir.pending.entry(tail_at) {
+                let tail = payload[existing_len..].to_vec();
+                *self.buffered += held_size(&tail);
+                dir.pending_bytes += held_size(&tail);
+                v.insert((tail, snapped));
+            }
         } else {
-            *self.buffered += payload.len();
-            dir.pending_bytes += payload.len();
+            *self.buffered += held_size(payload);
+            dir.pending_bytes += held_size(payload);
             dir.pending.insert(start, (payload.to_vec(), snapped));
         }
         if dir.pending_bytes > self.limits.per_flow {
@@ -493,8 +519,8 @@ impl<S: StreamSink> Ctx<'_, S> {
                 break;
             }
             let (seg, snapped) = entry.remove();
-            *self.buffered -= seg.len();
-            dir.pending_bytes -= seg.len();
+            *self.buffered -= held_size(&seg);
+            dir.pending_bytes -= held_size(&seg);
             let end = at + seg.len() as i64;
             if end + i64::from(snapped) <= dir.next {
                 if !seg.is_empty() {
@@ -568,5 +594,83 @@ impl<S: StreamSink> Ctx<'_, S> {
             self.stats.retransmission_conflicts += 1;
             self.sink.conflict(self.conn, self.side);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Collect {
+        data: Vec<u8>,
+        gaps: u64,
+        conflicts: u64,
+    }
+
+    impl StreamSink for Collect {
+        fn open(&mut self, _: u64, _: (IpAddr, u16), _: (IpAddr, u16), _: bool) {}
+        fn data(&mut self, _: u64, side: Side, bytes: &[u8], _: Origin) {
+            if side == Side::A {
+                self.data.extend_from_slice(bytes);
+            }
+        }
+        fn gap(&mut self, _: u64, _: Side, missing: u64, _: Origin) {
+            self.gaps += missing;
+        }
+        fn conflict(&mut self, _: u64, _: Side) {
+            self.conflicts += 1;
+        }
+        fn close(&mut self, _: u64, _: End, _: Origin) {}
+    }
+
+    fn seg(seq: u32, payload: &[u8]) -> Tcp<'_> {
+        Tcp {
+            src: [10, 0, 0, 1].into(),
+            dst: [10, 0, 0, 2].into(),
+            src_port: 1,
+            dst_port: 2,
+            seq,
+            syn: false,
+            fin: false,
+            rst: false,
+            ack: true,
+            payload,
+            snapped: 0,
+        }
+    }
+
+    /// Review finding: a longer copy of a buffered segment whose tail is also buffered left the
+    /// byte counts too high for ever, and every later hole became a forced gap.
+    #[test]
+    fn buffered_bytes_return_to_zero_whatever_the_overlaps() {
+        let mut r = Reassembler::new(Limits::default());
+        let mut sink = Collect::default();
+        let o = Origin::default();
+        r.segment(&seg(100, b"a"), o, &mut sink); // starts the stream at 100
+        r.segment(&seg(110, b"KLMNO"), o, &mut sink); // ahead: held
+        r.segment(&seg(115, b"PQRST"), o, &mut sink); // ahead: held
+        r.segment(&seg(110, b"KLMNOPQRST"), o, &mut sink); // longer copy of both: nothing new
+        assert_eq!(r.buffered, 2 * held_size(b"KLMNO"));
+        r.segment(&seg(101, b"bcdefghij"), o, &mut sink); // fills the hole
+        assert_eq!(r.buffered, 0);
+        assert_eq!(sink.data, b"abcdefghijKLMNOPQRST");
+        assert_eq!((sink.gaps, sink.conflicts), (0, 0));
+    }
+
+    /// Review finding: after a gap, a late copy of the missing bytes was compared with stale
+    /// window bytes and reported as a conflict.
+    #[test]
+    fn a_late_copy_after_a_gap_is_not_a_conflict() {
+        let limits = Limits { per_flow: 0, ..Limits::default() };
+        let mut r = Reassembler::new(limits);
+        let mut sink = Collect::default();
+        let o = Origin::default();
+        r.segment(&seg(100, b"abc"), o, &mut sink);
+        r.segment(&seg(106, b"ghi"), o, &mut sink); // over the bound at once: gap of 3
+        assert_eq!(sink.gaps, 3);
+        r.segment(&seg(103, b"def"), o, &mut sink); // the lost bytes, late
+        assert_eq!(sink.conflicts, 0);
+        assert_eq!(sink.data, b"abcghi");
     }
 }

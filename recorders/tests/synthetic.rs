@@ -686,3 +686,46 @@ fn retransmission_windows_share_one_bound() {
     assert_eq!(stats.exchanges + stats.duplicate_exchanges, 2);
     assert_eq!(stats.tcp.unchecked_directions, 2);
 }
+
+/// Review finding: a record whose original length claims gigabytes were cut off moved the
+/// stream four gigabytes ahead, and everything after it was dropped as old.
+#[test]
+fn an_impossible_original_length_does_not_derail_the_stream() {
+    let mut c = Conn::new(2004, 1, 1);
+    c.handshake();
+    let req = b"POST /x HTTP/1.1\r\nContent-Length: 20\r\n\r\n01234567890123456789";
+    // Head (40 bytes) and 10 body bytes, then the other 10.
+    let first = c.seg(true, &req[..50]);
+    c.send(true, &req[50..]).send(false, &ok("fine")).fin();
+    let mut w = PcapWriter::new(Vec::new()).unwrap();
+    for (i, f) in c.pkts.iter().enumerate() {
+        let t = Duration::from_micros(i as u64 + 10);
+        if i == 3 {
+            // The first data segment, cut 10 bytes short, claiming 4 GB on the wire.
+            let cut = &first[..first.len() - 10];
+            w.write_packet(&PcapPacket::new(t, u32::MAX, cut)).unwrap();
+        }
+        w.write_packet(&PcapPacket::new(t, f.len() as u32, f)).unwrap();
+    }
+    let (stats, cases) = record(w.into_writer());
+    let x = exchanges(&cases);
+    assert_eq!(x.len(), 1, "{stats:?}");
+    assert!(x[0].1.contains(&Flag::TcpGap { bytes_missing: 10 }), "{:?}", x[0].1);
+    assert_eq!(x[0].0.request.body.as_bytes(), b"0123456789", "the second half; nothing invented");
+    assert_eq!(x[0].0.response.as_ref().unwrap().body.as_bytes(), b"fine");
+    assert_eq!(stats.tcp.bytes_missing, 10);
+}
+
+/// Review finding: a 101 whose request was before the capture did not end HTTP parsing, so the
+/// WebSocket bytes after it were parsed as HTTP.
+#[test]
+fn a_101_without_its_request_still_ends_http_parsing() {
+    let mut c = Conn::new(2005, 1, 1);
+    c.send(false, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
+    c.send(false, b"\x81\x05hello").send(true, b"\x81\x85masked").fin();
+    let (stats, _) = record(eth(&c.pkts));
+    assert_eq!(stats.responses_without_request, 1);
+    assert_eq!(stats.connections.get("http_upgraded"), Some(&1), "{:?}", stats.connections);
+    assert_eq!(stats.http_malformed_heads, 0);
+    assert_eq!(stats.http_bytes_skipped, 0);
+}

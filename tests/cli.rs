@@ -310,3 +310,46 @@ fn kill_9_during_import_loses_nothing_that_was_complete() {
     assert_eq!(v["cases"], n);
     assert_eq!(replay(&["corpus", "verify", "-c", s(&dir)]).status.code(), Some(exit_codes::OK));
 }
+
+#[test]
+fn record_pcap_from_stdin_and_a_damaged_file() {
+    let Some(dir) = std::env::var_os("REPLAY_CAPTURES").map(PathBuf::from) else {
+        eprintln!("NOT RUN: needs REPLAY_CAPTURES (set by .ci/run to ../shared/captures)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let capture = fs::read(dir.join("zeek/http_get.pcap")).unwrap();
+    let out = tmp.path().join("c");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_replay"))
+        .args(["record", "pcap", "-", "--out", s(&out)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&capture).unwrap();
+    }
+    let res = child.wait_with_output().unwrap();
+    assert_eq!(res.status.code(), Some(exit_codes::OK), "{}", text(&res.stderr));
+    let summary = text(&res.stdout);
+    assert!(summary.contains("exchanges") && summary.contains("packets"), "{summary}");
+    let ls = text(&replay(&["corpus", "ls", "-c", s(&out), "--kind", "http"]).stdout);
+    assert!(ls.contains("GET /download/CHANGES.bro-aux.txt -> 200"), "{ls}");
+
+    // The same capture cut inside its last packet: exit 2, the place named, the rest kept.
+    let cut = tmp.path().join("cut.pcap");
+    fs::write(&cut, &capture[..capture.len() - 20]).unwrap();
+    let out2 = tmp.path().join("c2");
+    let res = replay(&["record", "pcap", s(&cut), "--out", s(&out2)]);
+    assert_eq!(res.status.code(), Some(exit_codes::INPUT_ERROR));
+    let err = text(&res.stderr);
+    assert!(
+        err.contains("cut.pcap: offset") && err.contains("packet 14") && err.contains("truncated"),
+        "{err}"
+    );
+    assert!(text(&res.stdout).contains("exchanges"), "the summary still prints");
+    let ls = text(&replay(&["corpus", "ls", "-c", s(&out2), "--kind", "http"]).stdout);
+    assert!(ls.contains("GET /download/CHANGES.bro-aux.txt"), "what came before is kept: {ls}");
+}

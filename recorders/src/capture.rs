@@ -95,8 +95,6 @@ pub struct CaptureReader<R: Read> {
     eof: bool,
     format: Format,
     packets: u64,
-    /// Bytes read from the source so far (compressed bytes for gzip are not known here).
-    pub bytes_read: u64,
     done: bool,
 }
 
@@ -163,7 +161,6 @@ impl<R: Read> CaptureReader<R> {
             eof: false,
             format: Format::PcapNg { big: false, interfaces: Vec::new() },
             packets: 0,
-            bytes_read: 0,
             done: false,
         };
         r.fill(24).map_err(|e| r.error(format!("cannot read: {e}")))?;
@@ -236,7 +233,6 @@ impl<R: Read> CaptureReader<R> {
                 break;
             }
             self.end += n;
-            self.bytes_read += n as u64;
         }
         Ok(())
     }

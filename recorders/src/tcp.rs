@@ -215,16 +215,6 @@ impl Reassembler {
         }
     }
 
-    /// The connection a segment belongs to, if its flow is open.
-    pub fn conn_of(&self, t: &Tcp<'_>) -> Option<u64> {
-        self.flows.get(&key((t.src, t.src_port), (t.dst, t.dst_port))).map(|f| f.conn)
-    }
-
-    /// Open connections.
-    pub fn open_flows(&self) -> usize {
-        self.flows.len()
-    }
-
     /// Feeds one segment; returns its connection number.
     pub fn segment<S: StreamSink>(&mut self, t: &Tcp<'_>, origin: Origin, sink: &mut S) -> u64 {
         self.sweep(origin.ts_ns, sink);

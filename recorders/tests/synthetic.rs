@@ -58,16 +58,20 @@ impl Conn {
         b.write(&mut out, payload).unwrap();
         out
     }
-    fn handshake(&mut self) -> &mut Self {
-        let p = self.frame(true, self.cseq, 0, Some(F::Syn), b"");
+    /// Client sends `first`, server answers `second`, client acks: the handshake or the close.
+    fn three_way(&mut self, first: F, second: F) -> &mut Self {
+        let p = self.frame(true, self.cseq, self.sseq, Some(first), b"");
         self.pkts.push(p);
-        let p = self.frame(false, self.sseq, self.cseq + 1, Some(F::SynAck), b"");
+        let p = self.frame(false, self.sseq, self.cseq + 1, Some(second), b"");
         self.pkts.push(p);
         self.cseq += 1;
         self.sseq += 1;
         let p = self.frame(true, self.cseq, self.sseq, Some(F::Ack), b"");
         self.pkts.push(p);
         self
+    }
+    fn handshake(&mut self) -> &mut Self {
+        self.three_way(F::Syn, F::SynAck)
     }
     /// A data segment (not pushed: the caller decides order).
     fn seg(&mut self, from_client: bool, data: &[u8]) -> Vec<u8> {
@@ -86,15 +90,7 @@ impl Conn {
         self
     }
     fn fin(&mut self) -> &mut Self {
-        let p = self.frame(true, self.cseq, self.sseq, Some(F::Fin), b"");
-        self.pkts.push(p);
-        let p = self.frame(false, self.sseq, self.cseq + 1, Some(F::Fin), b"");
-        self.pkts.push(p);
-        self.cseq += 1;
-        self.sseq += 1;
-        let p = self.frame(true, self.cseq, self.sseq, Some(F::Ack), b"");
-        self.pkts.push(p);
-        self
+        self.three_way(F::Fin, F::Fin)
     }
     fn rst(&mut self, from_client: bool) -> &mut Self {
         let seq = if from_client { self.cseq } else { self.sseq };

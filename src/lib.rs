@@ -10,8 +10,10 @@ use clap::{Parser, Subcommand};
 
 mod corpus_cmd;
 pub mod exit_codes;
+pub mod natives;
 mod output;
 mod record_cmd;
+mod run_cmd;
 
 use output::Ui;
 
@@ -19,6 +21,10 @@ use output::Ui;
 #[derive(Debug, Parser)]
 #[command(name = "replay", version, about, max_term_width = 100)]
 pub struct Cli {
+    /// The target definitions (default: replay.toml in the working directory).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Print no progress bars and no summaries on stderr (warnings and errors still show).
     #[arg(long, short, global = true)]
     pub quiet: bool,
@@ -31,6 +37,10 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// List the targets of replay.toml and check that each loads (runs `build` steps).
+    Targets,
+    /// Run every case of a corpus through one target and save the observations.
+    Run(run_cmd::RunArgs),
     /// Inspect, check, export, import and compact a corpus.
     Corpus {
         /// The corpus directory.
@@ -74,6 +84,8 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
     match cli.command {
         Command::Corpus { corpus, action } => corpus_cmd::run(corpus, action, ui),
         Command::Record { action } => record_cmd::run(action, ui),
+        Command::Targets => run_cmd::targets(cli.config.as_deref(), ui),
+        Command::Run(args) => run_cmd::run(cli.config.as_deref(), args, ui),
     }
 }
 

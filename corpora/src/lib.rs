@@ -33,6 +33,7 @@ assert_eq!(corpus.get(&case.id()).unwrap(), Some(case));
 */
 
 mod blob;
+pub mod body;
 mod case;
 mod error;
 pub mod frame;

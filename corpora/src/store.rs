@@ -709,6 +709,12 @@ impl CorpusWriter {
         self.manifest.recordings.push(summary);
     }
 
+    /// Sets a top-level manifest entry of the store's own (a run directory's `run`, say),
+    /// written on close.
+    pub fn set_other(&mut self, key: &str, value: serde_json::Value) {
+        self.manifest.other.insert(key.to_string(), value);
+    }
+
     /// Appends a case; a case whose id is present already is skipped and counted.
     pub fn append(&mut self, case: &Case) -> Result<Appended, CorpusError> {
         if self.keys.contains(case.id().as_bytes()) {
@@ -1030,6 +1036,8 @@ fn manifest_bytes(m: &Manifest) -> Vec<u8> {
 pub fn kind_name(kind: u8) -> String {
     match CaseKind::from_byte(kind) {
         Some(k) => k.name().to_string(),
+        // A run directory's records (the harness's observations).
+        None if kind == 0x10 => "observation".to_string(),
         None => format!("kind{kind}"),
     }
 }

@@ -1,4 +1,30 @@
 /*!
-Targets, the replay engine, the structural diff, clusters and reports of `replay`. Nothing here
-yet: the targets and the engine are the next issue.
+Targets and the replay engine of `replay`.
+
+- [`config`]: `replay.toml`, the named targets, and how each kind is loaded.
+- [`target`]: the one [`Target`] trait every kind implements (`wasm`, `process`, `http`,
+  `recorded`, and `native` values registered from code).
+- [`observation`]: what a target did with a case: an output, or an error, a trap, a timeout,
+  a crash, an exhausted resource.
+- [`engine`]: stream a corpus through targets with bounded concurrency, filters, shards and
+  pacing, in deterministic order.
+- [`run`]: run directories, the saved observations of one target over a corpus.
 */
+
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod input;
+pub mod observation;
+pub mod process;
+pub mod recorded;
+pub mod run;
+pub mod target;
+pub mod wasm;
+
+pub use config::{Config, ConfigError, Registry};
+pub use engine::{Filter, Selection, Shard, Sink, Summary};
+pub use input::Input;
+pub use observation::{Observation, Outcome, Output};
+pub use run::{Run, RunInfo, RunWriter};
+pub use target::{FnTarget, Loaded, Target};

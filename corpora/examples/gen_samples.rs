@@ -5,10 +5,14 @@
 //! ```
 //!
 //! Deterministic: the same source makes the same bytes (a test checks the checked-in corpus
-//! against a fresh run). It holds the three kinds of case: copilot editor contexts as message
-//! cases with a recorded request, chat-completion HTTP exchanges (JSON and server-sent-event
-//! streams with chunk timing), and Ethernet/IPv4/UDP packets of mixed sizes, some over 1500
-//! bytes.
+//! against a fresh run). It holds the three kinds of case:
+//! - copilot editor contexts as message cases (several languages and scripts, some prefixes
+//!   near the serializer's truncation limit), each with the old serializer's (`v1`) request
+//!   recorded as production's answer;
+//! - chat-completion HTTP exchanges (JSON and server-sent-event streams with chunk timing)
+//!   whose request bodies are editor contexts as the demo's HTTP front end receives them;
+//! - Ethernet/IPv4 packets of realistic mixed sizes and protocols (DNS, QUIC, VXLAN over UDP;
+//!   HTTP and TLS over TCP), some with payloads over 1500 bytes.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -72,12 +76,35 @@ const SNIPPETS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Filler in several scripts, so prefixes reach the truncation limit in characters and bytes.
+const FILLER: &[&str] = &[
+    "    // keep going\n",
+    "    // продолжаем обработку\n",
+    "    // 次の要素を処理する\n",
+    "    // 🚀🚀 fast path\n",
+    "    let value = compute(x, y);\n",
+];
+
 fn editor_context(rng: &mut Rng, i: usize) -> (String, String) {
     let (lang, path, prefix) = *rng.pick(SNIPPETS);
     let line = 10 + rng.below(400);
     let column = rng.below(60);
-    let repeat = 1 + rng.below(6) as usize;
-    let prefix: String = std::iter::repeat_n(prefix, repeat).collect::<Vec<_>>().join("\n");
+    // Most prefixes are short; a third are grown to around the 1024 limit, where counting
+    // characters and counting bytes disagree on multi-byte text.
+    let mut prefix = prefix.to_string();
+    if rng.below(3) == 0 {
+        let filler = *rng.pick(FILLER);
+        let target = 900 + rng.below(400) as usize;
+        while prefix.chars().count() < target {
+            prefix.push_str(filler);
+        }
+    } else {
+        let repeat = rng.below(4) as usize;
+        for _ in 0..repeat {
+            let filler: &str = rng.pick::<&str>(FILLER);
+            prefix.push_str(filler);
+        }
+    }
     let diagnostics = if rng.below(3) == 0 {
         format!(r#"[{{"line":{},"severity":"warning","message":"unused variable `x{i}`"}}]"#, line - 2)
     } else {
@@ -87,11 +114,9 @@ fn editor_context(rng: &mut Rng, i: usize) -> (String, String) {
         r#"{{"file":"{path}","language":"{lang}","cursor":{{"line":{line},"column":{column}}},"prefix":{},"suffix":"\n}}\n","diagnostics":{diagnostics},"open_tabs":["{path}","README.md"]}}"#,
         json_string(&prefix)
     );
-    let output = format!(
-        r#"{{"model":"copilot-chat","messages":[{{"role":"system","content":"You complete {lang} code."}},{{"role":"user","content":{}}}],"max_tokens":128,"temperature":0,"metadata":{{"editor":"demo","request":{i}}}}}"#,
-        json_string(&prefix)
-    );
-    (input, output)
+    let output = demo::serializer::serialize_json(input.as_bytes(), demo::serializer::Version::V1)
+        .expect("the generator writes valid editor contexts");
+    (input, String::from_utf8(output).expect("JSON is UTF-8"))
 }
 
 fn json_string(s: &str) -> String {
@@ -99,13 +124,11 @@ fn json_string(s: &str) -> String {
 }
 
 fn chat_exchange(rng: &mut Rng, i: usize) -> Case {
-    let (_, body) = editor_context(rng, i);
+    let (body, _) = editor_context(rng, i);
     let stream = rng.below(2) == 0;
-    let body =
-        if stream { body.replacen("\"temperature\"", "\"stream\":true,\"temperature\"", 1) } else { body };
     let request = HttpRequest {
         method: "POST".into(),
-        target: "/v1/chat/completions".into(),
+        target: "/v1/complete".into(),
         version: "HTTP/1.1".into(),
         headers: vec![
             Header::new("Host", "api.example.test"),
@@ -135,7 +158,7 @@ fn chat_exchange(rng: &mut Rng, i: usize) -> Case {
         let response = HttpResponse {
             headers: vec![
                 Header::new("Content-Type", "text/event-stream"),
-                Header::new("Transfer-Encoding", "chunked"),
+                Header::new("Cache-Control", "no-cache"),
                 Header::new("Date", "Wed, 18 Nov 2026 11:06:40 GMT"),
             ],
             body: body.into(),
@@ -170,54 +193,86 @@ fn chat_exchange(rng: &mut Rng, i: usize) -> Case {
     case
 }
 
-/// An Ethernet + IPv4 + UDP frame with a `len`-byte payload and a correct IPv4 header checksum.
-fn udp_frame(rng: &mut Rng, i: usize, len: usize) -> (Vec<u8>, FlowKey) {
+/// The IPv4 header checksum.
+fn ip_checksum(ip: &[u8]) -> u16 {
+    let mut sum: u32 = ip.chunks(2).map(|w| u16::from_be_bytes([w[0], w[1]]) as u32).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An Ethernet + IPv4 + UDP or TCP frame carrying `payload`, with a correct IPv4 checksum.
+fn frame(i: usize, protocol: u8, sport: u16, dport: u16, payload: &[u8]) -> (Vec<u8>, FlowKey) {
     let src = Ipv4Addr::new(10, 0, (i % 7) as u8, 1 + (i % 200) as u8);
     let dst = Ipv4Addr::new(10, 1, 0, 9);
-    let (sport, dport): (u16, u16) = (40_000 + (i % 1000) as u16, 4789);
-    let mut f = Vec::with_capacity(42 + len);
+    let l4_len = if protocol == 6 { 20 } else { 8 };
+    let mut f = Vec::with_capacity(34 + l4_len + payload.len());
     f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x09, 0x02, 0, 0, 0, (i % 256) as u8, 0x01, 0x08, 0x00]);
-    let total = (20 + 8 + len) as u16;
+    let total = (20 + l4_len + payload.len()) as u16;
     let mut ip = [0u8; 20];
     ip[0] = 0x45;
     ip[2..4].copy_from_slice(&total.to_be_bytes());
     ip[4..6].copy_from_slice(&(i as u16).to_be_bytes());
     ip[6] = 0x40; // don't fragment
     ip[8] = 64;
-    ip[9] = 17;
+    ip[9] = protocol;
     ip[12..16].copy_from_slice(&src.octets());
     ip[16..20].copy_from_slice(&dst.octets());
-    let mut sum: u32 = ip.chunks(2).map(|w| u16::from_be_bytes([w[0], w[1]]) as u32).sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let sum = ip_checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
     f.extend_from_slice(&ip);
     f.extend_from_slice(&sport.to_be_bytes());
     f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&((8 + len) as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    for _ in 0..len {
-        f.push(rng.below(256) as u8);
+    if protocol == 6 {
+        f.extend_from_slice(&(1_000_000u32 + i as u32 * 7919).to_be_bytes()); // seq
+        f.extend_from_slice(&(2_000_000u32 + i as u32 * 104_729).to_be_bytes()); // ack
+        f.extend_from_slice(&[0x50, 0x18, 0x01, 0xf6, 0, 0, 0, 0]); // PSH|ACK, window 502
+    } else {
+        f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
     }
-    let flow = FlowKey {
-        protocol: 17,
-        src: IpAddr::V4(src),
-        src_port: sport,
-        dst: IpAddr::V4(dst),
-        dst_port: dport,
-    };
+    f.extend_from_slice(payload);
+    let flow =
+        FlowKey { protocol, src: IpAddr::V4(src), src_port: sport, dst: IpAddr::V4(dst), dst_port: dport };
     (f, flow)
 }
 
+fn random_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
+    (0..n).map(|_| rng.below(256) as u8).collect()
+}
+
 fn packet(rng: &mut Rng, i: usize) -> Case {
-    // Mostly small, a band around the 1500-byte MTU, and some jumbo frames.
-    let len = match rng.below(10) {
-        0..=5 => 18 + rng.below(300),
-        6..=7 => 1200 + rng.below(600),
+    // Mostly small, a band around the 1500-byte MTU, and some jumbo/GRO-sized segments.
+    let len = match rng.below(20) {
+        0..=11 => 18 + rng.below(300),
+        12..=16 => 1200 + rng.below(600),
         _ => 1600 + rng.below(7000),
     } as usize;
-    let (data, flow) = udp_frame(rng, i, len);
+    let ephemeral = 40_000 + (i % 1000) as u16;
+    let (data, flow) = match rng.below(6) {
+        0 => {
+            // DNS query-ish.
+            let mut p = vec![(i >> 8) as u8, i as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+            p.extend_from_slice(b"\x07example\x04test\x00\x00\x01\x00\x01");
+            frame(i, 17, ephemeral, 53, &p)
+        }
+        1 => frame(i, 17, ephemeral, 443, &random_bytes(rng, len)),
+        2 => frame(i, 17, ephemeral, 4789, &random_bytes(rng, len)),
+        3 => {
+            let mut p =
+                format!("GET /items/{i} HTTP/1.1\r\nHost: shop.test\r\nAccept: */*\r\n\r\n").into_bytes();
+            let pad = len.saturating_sub(p.len());
+            p.extend(std::iter::repeat_n(b'x', pad.min(64)));
+            frame(i, 6, ephemeral, 80, &p)
+        }
+        4 => {
+            let mut p = vec![0x17, 0x03, 0x03, (len >> 8) as u8, len as u8];
+            p.extend(random_bytes(rng, len));
+            frame(i, 6, 443, ephemeral, &p)
+        }
+        _ => frame(i, 6, ephemeral, 8443, &random_bytes(rng, len)),
+    };
     let mut case = Case::new(CaseData::Packet(Packet {
         link_type: 1,
         data: Blob(data),
@@ -251,13 +306,13 @@ fn message(rng: &mut Rng, i: usize) -> Case {
 pub fn generate(dir: &Path) -> Result<(), corpora::CorpusError> {
     let mut rng = Rng(0x5EED_2026_1121_0001);
     let mut w = CorpusWriter::create(dir, WriterOptions::default())?;
-    for i in 0..120 {
+    for i in 0..300 {
         w.append(&message(&mut rng, i))?;
     }
     for i in 0..60 {
         w.append(&chat_exchange(&mut rng, i))?;
     }
-    for i in 0..400 {
+    for i in 0..2000 {
         w.append(&packet(&mut rng, i))?;
     }
     w.close()?;

@@ -89,7 +89,7 @@ impl ResourceLimiter for Limits {
 }
 
 fn size(bytes: usize) -> String {
-    if bytes >= 1 << 30 && bytes % (1 << 30) == 0 {
+    if bytes >= 1 << 30 && bytes.is_multiple_of(1 << 30) {
         format!("{} GiB", bytes >> 30)
     } else if bytes >= 1 << 20 {
         format!("{} MiB", bytes >> 20)
@@ -133,6 +133,9 @@ struct ReactorExports {
     handle: ModuleExport,
     initialize: Option<ModuleExport>,
 }
+
+/// An instance's memory, `replay_alloc` and `replay_handle`.
+type ReactorFuncs = (Memory, TypedFunc<u32, u32>, TypedFunc<(u32, u32), u64>);
 
 /// A warm reactor instance, reused by one worker at a time.
 struct Warm {
@@ -315,7 +318,7 @@ impl WasmTarget {
         &self,
         store: &mut Store<Host>,
         inst: &wasmtime::Instance,
-    ) -> wasmtime::Result<(Memory, TypedFunc<u32, u32>, TypedFunc<(u32, u32), u64>)> {
+    ) -> wasmtime::Result<ReactorFuncs> {
         let ex = self.reactor.as_ref().expect("reactor ABI");
         let get = |store: &mut Store<Host>, e: &ModuleExport| inst.get_module_export(&mut *store, e);
         if let Some(init) = &ex.initialize

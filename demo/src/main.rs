@@ -5,8 +5,13 @@
 //!   error on stderr when the case is refused. Native, or as a WASI command module.
 //! - `demo-cli stream`: the stream ABI: request frames on stdin, response frames on stdout,
 //!   until end of input.
+//! - `demo-cli serve [--port P]`: the demo as an HTTP/1.1 deployment on 127.0.0.1 (keep-alive,
+//!   a thread per connection): `POST /replay/message` and `POST /replay/packet` take a case
+//!   input with its media type, any other `POST` takes an editor context as its body. The
+//!   switches come from the environment, as everywhere. Prints `listening on ADDR` when ready.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
 
 use demo::abi::{self, Config, Input, Kind};
@@ -23,7 +28,8 @@ fn main() -> ExitCode {
     let r = match mode.as_str() {
         "once" => once(&cfg),
         "stream" => stream(&cfg),
-        other => Err(format!("unknown mode {other:?}; expected once or stream")),
+        "serve" => serve(cfg),
+        other => Err(format!("unknown mode {other:?}; expected once, stream or serve")),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,5 +69,81 @@ fn stream(cfg: &Config) -> Result<(), String> {
         let result = abi::decode_request(&frame).and_then(|input| abi::handle(cfg, input));
         abi::encode_response(&result, &mut out);
         stdout.write_all(&out).and_then(|()| stdout.flush()).map_err(|e| format!("writing a frame: {e}"))?;
+    }
+}
+
+fn serve(cfg: Config) -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let port = match args.as_slice() {
+        [] => 0,
+        [flag, p] if flag == "--port" => p.parse().map_err(|_| format!("--port {p:?} is not a port number"))?,
+        _ => return Err("usage: demo-cli serve [--port P]".into()),
+    };
+    let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("binding 127.0.0.1:{port}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on {addr}");
+    io::stdout().flush().map_err(|e| e.to_string())?;
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        std::thread::spawn(move || {
+            let _ = connection(&cfg, conn);
+        });
+    }
+    Ok(())
+}
+
+/// Serves one keep-alive connection until the peer closes it.
+fn connection(cfg: &Config, conn: TcpStream) -> io::Result<()> {
+    conn.set_nodelay(true)?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut writer = io::BufWriter::new(conn);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut parts = line.split_whitespace();
+        let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+        let (mut len, mut content_type, mut close) = (0usize, String::new(), false);
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                let v = v.trim();
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "content-length" => len = v.parse().unwrap_or(0),
+                    "content-type" => content_type = v.to_string(),
+                    "connection" => close = v.eq_ignore_ascii_case("close"),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0u8; len.min(64 << 20)];
+        reader.read_exact(&mut body)?;
+        let kind = match path.as_str() {
+            "/replay/packet" => Kind::Packet,
+            _ => Kind::Message,
+        };
+        let (status, ct, out) = if method != "POST" {
+            ("405 Method Not Allowed", "text/plain".to_string(), b"POST a case input\n".to_vec())
+        } else {
+            match abi::handle(cfg, Input { kind, content_type: &content_type, data: &body }) {
+                Ok(o) => ("200 OK", o.content_type, o.data),
+                Err(e) => ("422 Unprocessable Content", "text/plain".to_string(), e.into_bytes()),
+            }
+        };
+        write!(writer, "HTTP/1.1 {status}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n", out.len())?;
+        writer.write_all(&out)?;
+        writer.flush()?;
+        if close {
+            return Ok(());
+        }
     }
 }

@@ -106,12 +106,14 @@ fn bench(c: &mut Criterion) {
     for workers in [1, 2] {
         let mut noop = Loaded::native("noop", Arc::new(FnTarget(|_: &Case| Outcome::bytes("", Vec::new()))));
         noop.concurrency = workers;
-        g.bench_function(format!("noop/{workers}-workers"), |b| b.iter(|| assert_eq!(run(&tiny, &noop, None), 50_000)));
+        g.bench_function(format!("noop/{workers}-workers"), |b| {
+            b.iter(|| assert_eq!(run(&tiny, &noop, None), 50_000))
+        });
     }
     g.finish();
 
     // Release builds of the demo for the bench: the Wasm modules and the native binary.
-    let cfg = targets(&format!(
+    let cfg = targets(
         r#"
 [targets.bench-warm]
 kind = "wasm"
@@ -119,25 +121,27 @@ module = "target/wasm32-wasip1/release/demo.wasm"
 abi = "reactor"
 instance = "warm"
 build = "cargo build --quiet --release --target wasm32-wasip1 -p demo"
-env = {{ DEMO_SERIALIZER = "v2" }}
+env = { DEMO_SERIALIZER = "v2" }
 
 [targets.bench-stream]
 kind = "process"
 command = ["target/release/demo-cli", "stream"]
 mode = "stream"
 build = "cargo build --quiet --release -p demo --bin demo-cli"
-env = {{ DEMO_SERIALIZER = "v2" }}
+env = { DEMO_SERIALIZER = "v2" }
 
 [targets.bench-per-case]
 kind = "process"
 command = ["target/release/demo-cli", "once"]
 output_content_type = "application/json"
 build = "cargo build --quiet --release -p demo --bin demo-cli"
-env = {{ DEMO_SERIALIZER = "v2" }}
-"#
-    ));
+env = { DEMO_SERIALIZER = "v2" }
+"#,
+    );
     let reg = replay_cli::natives::registry();
     let load = |name: &str| cfg.load_target(name, &reg).unwrap();
+    // Loading runs the build steps: the release demo-cli must exist before it serves.
+    let stream = load("bench-stream");
     let (_server, port) = serve(&root().join("target/release/demo-cli"));
     let http_cfg = Config::parse(
         &format!("[targets.http]\nkind = \"http\"\nurl = \"http://127.0.0.1:{port}\"\nconcurrency = 4\n"),
@@ -149,12 +153,19 @@ env = {{ DEMO_SERIALIZER = "v2" }}
     let mut g = c.benchmark_group("demo");
     g.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
     g.throughput(Throughput::Elements(n_sample));
+    let one = |mut t: Loaded| {
+        t.concurrency = 1;
+        t
+    };
     for (label, t) in [
         ("native", load("local")),
+        ("native/1-worker", one(load("local"))),
         ("wasm-reactor", load("wasm")),
+        ("wasm-reactor/1-worker", one(load("wasm"))),
+        ("wasm-reactor-warm/1-worker", one(load("bench-warm"))),
         ("wasm-reactor-warm", load("bench-warm")),
         ("wasm-command", load("wasm-command")),
-        ("process-stream", load("bench-stream")),
+        ("process-stream", stream),
         ("http-4", http),
     ] {
         g.bench_function(label, |b| b.iter(|| assert_eq!(run(&sample, &t, None), n_sample)));
@@ -182,9 +193,13 @@ env = {{ DEMO_SERIALIZER = "v2" }}
         })
     });
     let wasm = std::fs::read(root().join("target/wasm32-wasip1/release/demo.wasm")).unwrap();
-    for pooling in [true, false] {
+    for (pooling, label) in [
+        (Pool::Tuned, "wasmtime-fresh-pooling-tuned"),
+        (Pool::Plain, "wasmtime-fresh-pooling"),
+        (Pool::Off, "wasmtime-fresh-default"),
+    ] {
         let bare = Bare::new(&wasm, pooling);
-        g.bench_function(if pooling { "wasmtime-fresh-pooling" } else { "wasmtime-fresh-default" }, |b| {
+        g.bench_function(label, |b| {
             b.iter(|| {
                 for i in &inputs {
                     black_box(bare.fresh(i));
@@ -192,7 +207,7 @@ env = {{ DEMO_SERIALIZER = "v2" }}
             })
         });
     }
-    let bare = Bare::new(&wasm, true);
+    let bare = Bare::new(&wasm, Pool::Tuned);
     let mut warm = bare.instance();
     g.bench_function("wasmtime-warm", |b| {
         b.iter(|| {
@@ -233,11 +248,31 @@ impl Inst {
     }
 }
 
+#[derive(Clone, Copy)]
+enum Pool {
+    /// The default allocator.
+    Off,
+    /// The pooling allocator as configured by default.
+    Plain,
+    /// The pooling allocator as the harness configures it (pages reset by PAGEMAP_SCAN).
+    Tuned,
+}
+
 impl Bare {
-    fn new(wasm: &[u8], pooling: bool) -> Bare {
+    fn new(wasm: &[u8], pool: Pool) -> Bare {
         let mut config = wasmtime::Config::new();
-        if pooling {
-            config.allocation_strategy(InstanceAllocationStrategy::Pooling(PoolingAllocationConfig::new()));
+        let mut p = PoolingAllocationConfig::new();
+        match pool {
+            Pool::Off => {}
+            Pool::Plain => {
+                config.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+            }
+            Pool::Tuned => {
+                p.pagemap_scan(wasmtime::Enabled::Auto);
+                p.linear_memory_keep_resident(64 << 20);
+                p.table_keep_resident(1 << 20);
+                config.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+            }
         }
         let engine = Engine::new(&config).unwrap();
         let module = Module::new(&engine, wasm).unwrap();

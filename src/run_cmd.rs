@@ -1,5 +1,6 @@
 //! `replay targets` and `replay run`.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -75,20 +76,22 @@ pub fn targets(config: Option<&Path>, ui: &Ui) -> anyhow::Result<i32> {
     let cfg = load_config(config)?;
     let registry = crate::natives::registry();
     let mut failed = 0;
+    let mut out = std::io::stdout().lock();
     let width = cfg.targets.keys().map(|k| k.len()).max().unwrap_or(4).max(4);
-    println!("{:width$}  {:8}  status", "name", "kind");
+    writeln!(out, "{:width$}  {:8}  status", "name", "kind")?;
     for (name, (def, line)) in &cfg.targets {
         let kind = format!("{:?}", def.kind).to_lowercase();
         let start = Instant::now();
         match cfg.load_target(name, &registry) {
-            Ok(t) => println!(
+            Ok(t) => writeln!(
+                out,
                 "{name:width$}  {kind:8}  ok ({:.0} ms)  {}",
                 start.elapsed().as_secs_f64() * 1000.0,
                 t.detail
-            ),
+            )?,
             Err(e) => {
                 failed += 1;
-                println!("{name:width$}  {kind:8}  FAILED: {e} ({}:{line})", cfg.path.display());
+                writeln!(out, "{name:width$}  {kind:8}  FAILED: {e} ({}:{line})", cfg.path.display())?;
             }
         }
     }
@@ -144,8 +147,10 @@ pub fn run(config: Option<&Path>, args: RunArgs, ui: &Ui) -> anyhow::Result<i32>
         eprintln!("warning: {p}");
     }
     if !ui.is_quiet() {
+        let mut out = std::io::stdout().lock();
         let outcomes: Vec<String> = info.outcomes.iter().map(|(k, v)| format!("{v} {k}")).collect();
-        println!(
+        writeln!(
+            out,
             "ran {} cases through {} ({}) in {:.2} s ({:.0} cases/s): {}",
             summary.cases,
             target.name,
@@ -153,14 +158,15 @@ pub fn run(config: Option<&Path>, args: RunArgs, ui: &Ui) -> anyhow::Result<i32>
             secs,
             summary.cases as f64 / secs.max(1e-9),
             if outcomes.is_empty() { "nothing".to_string() } else { outcomes.join(", ") }
-        );
+        )?;
         if summary.filtered_out + summary.other_shards > 0 {
-            println!(
+            writeln!(
+                out,
                 "  selected {} of {} cases read ({} filtered out, {} in other shards)",
                 summary.cases, summary.read, summary.filtered_out, summary.other_shards
-            );
+            )?;
         }
-        println!("  observations in {}", args.out.display());
+        writeln!(out, "  observations in {}", args.out.display())?;
     }
     Ok(if summary.problems.is_empty() { crate::exit_codes::OK } else { crate::exit_codes::INPUT_ERROR })
 }

@@ -353,3 +353,92 @@ fn record_pcap_from_stdin_and_a_damaged_file() {
     let ls = text(&replay(&["corpus", "ls", "-c", s(&out2), "--kind", "http"]).stdout);
     assert!(ls.contains("GET /download/CHANGES.bro-aux.txt"), "what came before is kept: {ls}");
 }
+
+fn replay_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_replay"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("REPLAY_CORPUS")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run replay")
+}
+
+#[test]
+fn run_saves_observations_and_summarises_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out_dir = tmp.path().join("run");
+    let out = replay_in(
+        root,
+        &["run", "--target", "local", "--out", s(&out_dir), "--filter", "kind=packet", "--limit", "50"],
+    );
+    assert_eq!(out.status.code(), Some(exit_codes::OK), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("ran 50 cases through local (native)") && stdout.contains("50 output"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("selected 50 of"), "{stdout}");
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(out_dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["content"], "observations");
+    assert_eq!(m["run"]["target"], "local");
+    assert_eq!(m["run"]["outcomes"]["output"], 50);
+    assert_eq!(m["counts"]["by_kind"]["observation"], 50);
+    // The run directory verifies like a corpus.
+    let out = replay(&["corpus", "verify", "-c", s(&out_dir)]);
+    assert_eq!(out.status.code(), Some(exit_codes::OK), "{}{}", text(&out.stdout), text(&out.stderr));
+    // And is never overwritten.
+    let out = replay_in(root, &["run", "-t", "local", "-o", s(&out_dir), "--limit", "1"]);
+    assert_eq!(out.status.code(), Some(exit_codes::INPUT_ERROR));
+    assert!(
+        text(&out.stderr).contains("not empty") || text(&out.stderr).contains("exists"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn targets_and_run_name_configuration_mistakes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = replay_in(tmp.path(), &["targets"]);
+    assert_eq!(out.status.code(), Some(exit_codes::INPUT_ERROR));
+    assert!(text(&out.stderr).contains("no replay.toml in the working directory"), "{}", text(&out.stderr));
+
+    let cfg = tmp.path().join("replay.toml");
+    fs::write(
+        &cfg,
+        "[targets.a]\nkind = \"recorded\"\n\n[targets.b]\nkind = \"wasm\"\nmodule = \"missing.wasm\"\n",
+    )
+    .unwrap();
+    let out = replay_in(tmp.path(), &["targets"]);
+    assert_eq!(out.status.code(), Some(exit_codes::INPUT_ERROR));
+    let stdout = text(&out.stdout);
+    assert!(stdout.lines().any(|l| l.starts_with("a ") && l.contains(" ok ")), "{stdout}");
+    assert!(stdout.contains("cannot read module") && stdout.contains("replay.toml:4"), "{stdout}");
+
+    let out = replay_in(tmp.path(), &["run", "-t", "zz", "-o", "r", "-c", s(&sample())]);
+    assert_eq!(out.status.code(), Some(exit_codes::INPUT_ERROR));
+    assert!(
+        text(&out.stderr).contains("no target named \"zz\"") && text(&out.stderr).contains("defined: a, b")
+    );
+
+    fs::write(&cfg, "[targets.a]\nkind = \"recorded\"\ntimeout = 5\n").unwrap();
+    let out = replay_in(tmp.path(), &["targets"]);
+    assert!(
+        text(&out.stderr).contains("replay.toml:3") && text(&out.stderr).contains("unknown field `timeout`"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = replay(&["--config", s(&tmp.path().join("nope.toml")), "targets"]);
+    assert!(text(&out.stderr).contains("nope.toml"), "{}", text(&out.stderr));
+    let out = replay_in(root_dir(), &["run", "-t", "local", "-o", "x", "--shard", "3/2"]);
+    assert_eq!(out.status.code(), Some(exit_codes::INPUT_ERROR));
+    assert!(text(&out.stderr).contains("K must be between 1 and N"), "{}", text(&out.stderr));
+}
+
+fn root_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}

@@ -76,10 +76,13 @@ fn serve(cfg: Config) -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(2).collect();
     let port = match args.as_slice() {
         [] => 0,
-        [flag, p] if flag == "--port" => p.parse().map_err(|_| format!("--port {p:?} is not a port number"))?,
+        [flag, p] if flag == "--port" => {
+            p.parse().map_err(|_| format!("--port {p:?} is not a port number"))?
+        }
         _ => return Err("usage: demo-cli serve [--port P]".into()),
     };
-    let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("binding 127.0.0.1:{port}: {e}"))?;
+    let listener =
+        TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("binding 127.0.0.1:{port}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("listening on {addr}");
     io::stdout().flush().map_err(|e| e.to_string())?;

@@ -192,7 +192,10 @@ pub fn run(
     let workers = targets.iter().map(|t| t.concurrency).max().unwrap_or(1).max(1);
     let rps = targets.iter().filter_map(|t| t.rps).fold(f64::INFINITY, f64::min);
     let paced = sel.speed.is_some() || rps.is_finite();
-    let batch = if paced { 1 } else { targets.iter().map(|t| t.target.batch()).min().unwrap_or(1).max(1) };
+    // Batches as large as the targets allow, but small enough that every worker gets several.
+    let spread = (corpus.manifest().counts.records as usize / (workers * 8)).max(1);
+    let batch =
+        if paced { 1 } else { targets.iter().map(|t| t.target.batch()).min().unwrap_or(1).clamp(1, spread) };
     // Batches in flight or waiting to be written, at most.
     let window = (workers * 4).max(8) as u64;
 

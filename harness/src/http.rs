@@ -180,56 +180,114 @@ impl HttpTarget {
         }
     }
 
-    fn exchange(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[Header],
-        body: &[u8],
-    ) -> Result<Response, Failure> {
-        let mut head = Vec::with_capacity(256);
-        head.extend_from_slice(format!("{method} {path} HTTP/1.1\r\n").as_bytes());
+    /// A request in wire form: head and body in one buffer, so it goes out in one write.
+    fn encode(method: &str, path: &str, headers: &[Header], body: &[u8]) -> Vec<u8> {
+        let mut req = Vec::with_capacity(256 + body.len());
+        req.extend_from_slice(method.as_bytes());
+        req.push(b' ');
+        req.extend_from_slice(path.as_bytes());
+        req.extend_from_slice(b" HTTP/1.1\r\n");
         for h in headers {
-            head.extend_from_slice(h.0.as_bytes());
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(h.1.as_bytes());
-            head.extend_from_slice(b"\r\n");
+            req.extend_from_slice(h.0.as_bytes());
+            req.extend_from_slice(b": ");
+            req.extend_from_slice(h.1.as_bytes());
+            req.extend_from_slice(b"\r\n");
         }
         if !body.is_empty() || !matches!(method, "GET" | "HEAD" | "DELETE" | "OPTIONS") {
-            head.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+            req.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
         }
-        head.extend_from_slice(b"\r\n");
-        // A pooled connection the server has closed fails on first use: try once more fresh.
-        for attempt in 0..2 {
-            let pooled =
-                if attempt == 0 { self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop() } else { None };
-            let reused = pooled.is_some();
-            let mut conn = match pooled {
-                Some(c) => c,
-                None => self.connect().map_err(|e| Failure::Connect(e.to_string()))?,
-            };
-            let sent = {
-                let s = conn.get_mut();
-                s.write_all(&head).and_then(|()| s.write_all(body))
-            };
-            if let Err(e) = sent {
-                if reused {
-                    continue;
-                }
-                return Err(Failure::io("sending the request", e));
-            }
-            match read_response(&mut conn, method == "HEAD", self.max_output) {
-                Ok((resp, keep)) => {
-                    if keep {
-                        self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
-                    }
-                    return Ok(resp);
-                }
-                Err(Failure::Closed) if reused => continue,
-                Err(e) => return Err(e),
-            }
+        req.extend_from_slice(b"\r\n");
+        req.extend_from_slice(body);
+        req
+    }
+
+    /// Sends `req` on a pooled connection (or a new one). Returns the connection and whether
+    /// it was reused (a reused one may turn out to be closed by the server).
+    fn send(&self, req: &[u8], fresh: bool) -> Result<(BufReader<TcpStream>, bool), Failure> {
+        let pooled = if fresh { None } else { self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop() };
+        let reused = pooled.is_some();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => self.connect().map_err(|e| Failure::Connect(e.to_string()))?,
+        };
+        match conn.get_mut().write_all(req) {
+            Ok(()) => Ok((conn, reused)),
+            // The server closed an idle pooled connection: a new one.
+            Err(_) if reused => self.send(req, true),
+            Err(e) => Err(Failure::io("sending the request", e)),
         }
-        Err(Failure::Closed)
+    }
+
+    /// Reads the answer on a connection `send` returned; a reused connection the server had
+    /// closed is retried once on a new one.
+    fn receive(
+        &self,
+        mut conn: BufReader<TcpStream>,
+        reused: bool,
+        req: &[u8],
+        head_request: bool,
+    ) -> Result<Response, Failure> {
+        match read_response(&mut conn, head_request, self.max_output) {
+            Ok((resp, keep)) => {
+                if keep {
+                    self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+                }
+                Ok(resp)
+            }
+            Err(Failure::Closed) if reused => {
+                let (conn, _) = self.send(req, true)?;
+                self.receive(conn, false, req, head_request)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The observation of a case from its response (or failure).
+    fn outcome(&self, case: &Case, resp: Result<Response, Failure>) -> Outcome {
+        let resp = match resp {
+            Ok(r) => r,
+            Err(Failure::Timeout) => return Outcome::Timeout { after_ms: self.timeout.as_millis() as u64 },
+            Err(Failure::TooLarge(n)) => {
+                return Outcome::Exhausted {
+                    resource: "output".into(),
+                    message: format!("response body of {n} bytes is over max_output = {}", self.max_output),
+                };
+            }
+            Err(Failure::Connect(e)) => {
+                return Outcome::error(format!("cannot connect to {}: {e}", self.addr));
+            }
+            Err(Failure::Closed) => {
+                return Outcome::error(format!("{} closed the connection without answering", self.addr));
+            }
+            Err(Failure::Protocol(e)) => return Outcome::error(format!("{}: {e}", self.addr)),
+        };
+        let decoded = match body::header(&resp.headers, "content-encoding") {
+            None => resp.body,
+            Some(ce) => match body::decode_content(&resp.body, Some(ce)) {
+                Ok(b) => b,
+                Err(e) => return Outcome::error(format!("response body: {e}")),
+            },
+        };
+        match case.data() {
+            CaseData::Http(_) => Outcome::Output {
+                output: Output::Http {
+                    status: resp.status,
+                    headers: end_to_end(&resp.headers, true),
+                    body: decoded.into(),
+                },
+            },
+            _ if (200..300).contains(&resp.status) => {
+                let ct = body::header(&resp.headers, "content-type")
+                    .unwrap_or("application/octet-stream")
+                    .to_string();
+                Outcome::bytes(ct, decoded)
+            }
+            _ => Outcome::error(format!(
+                "HTTP {}: {}",
+                resp.status,
+                String::from_utf8_lossy(&decoded[..decoded.len().min(2048)])
+            )),
+        }
     }
 }
 
@@ -374,56 +432,22 @@ impl Target for HttpTarget {
             Ok(r) => r,
             Err(e) => return Outcome::error(e),
         };
-        let resp = match self.exchange(&method, &path, &headers, &body) {
-            Ok(r) => r,
-            Err(Failure::Timeout) => return Outcome::Timeout { after_ms: self.timeout.as_millis() as u64 },
-            Err(Failure::TooLarge(n)) => {
-                return Outcome::Exhausted {
-                    resource: "output".into(),
-                    message: format!("response body of {n} bytes is over max_output = {}", self.max_output),
-                };
-            }
-            Err(Failure::Connect(e)) => {
-                return Outcome::error(format!("cannot connect to {}: {e}", self.addr));
-            }
-            Err(Failure::Closed) => {
-                return Outcome::error(format!("{} closed the connection without answering", self.addr));
-            }
-            Err(Failure::Protocol(e)) => return Outcome::error(format!("{}: {e}", self.addr)),
-        };
-        let decoded = match body::decode_content(&resp.body, body::header(&resp.headers, "content-encoding"))
-        {
-            Ok(b) => b,
-            Err(e) => return Outcome::error(format!("response body: {e}")),
-        };
-        match case.data() {
-            CaseData::Http(_) => Outcome::Output {
-                output: Output::Http {
-                    status: resp.status,
-                    headers: end_to_end(&resp.headers, true),
-                    body: decoded.into(),
-                },
-            },
-            _ if (200..300).contains(&resp.status) => {
-                let ct = body::header(&resp.headers, "content-type")
-                    .unwrap_or("application/octet-stream")
-                    .to_string();
-                Outcome::bytes(ct, decoded)
-            }
-            _ => Outcome::error(format!(
-                "HTTP {}: {}",
-                resp.status,
-                String::from_utf8_lossy(&decoded[..decoded.len().min(2048)])
-            )),
-        }
+        let req = HttpTarget::encode(&method, &path, &headers, &body);
+        let resp = self
+            .send(&req, false)
+            .and_then(|(conn, reused)| self.receive(conn, reused, &req, method == "HEAD"));
+        self.outcome(case, resp)
     }
 
     fn concurrency(&self) -> usize {
         self.concurrency
     }
 
+    /// Each worker takes many cases at a time: every hand-off between threads costs a wakeup,
+    /// which on a small machine costs as much as a request. The engine makes batches smaller
+    /// for small corpora, and sends cases one by one under `--speed` or `rps`.
     fn batch(&self) -> usize {
-        1
+        64
     }
 }
 

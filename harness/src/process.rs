@@ -330,6 +330,6 @@ impl Target for ProcessTarget {
     }
 
     fn batch(&self) -> usize {
-        1
+        if self.stream { 64 } else { 1 }
     }
 }

@@ -26,9 +26,10 @@ pub trait Target: Send + Sync {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     }
 
-    /// How many cases the engine hands a worker at a time: large for cheap in-process calls
-    /// (amortises the hand-off), 1 for I/O-bound targets (keeps every worker busy and the
-    /// pacing exact).
+    /// At most how many cases the engine hands a worker at a time. Every hand-off between
+    /// threads costs a wakeup, so large batches pay off for cheap calls and for I/O alike; the
+    /// engine shrinks them for small corpora (so every worker gets work) and uses 1 when
+    /// pacing (`--speed`, `rps`). Per-case processes, which cost a spawn each, say 1.
     fn batch(&self) -> usize {
         32
     }

@@ -3,7 +3,7 @@
 //!
 //! - `engine/noop`: a native target that does nothing, over 50,000 tiny cases: the engine's
 //!   own cost per case (read and decode the case, hand it to a worker, put it back in order).
-//! - `demo/*`: the bundled sample corpus (2360 packets and editor contexts) through the demo:
+//! - `demo/*`: the bundled sample corpus (3360 packets and editor contexts) through the demo:
 //!   native in process, the Wasm reactor (fresh and warm instances), the WASI command, the
 //!   native binary in stream mode, per-case processes (first 100 cases), and HTTP to
 //!   `demo-cli serve` on 127.0.0.1.

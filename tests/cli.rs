@@ -51,8 +51,8 @@ fn stats_on_the_bundled_sample() {
             .find(|w| w.first() == Some(&name))
             .unwrap_or_else(|| panic!("no {name} row in {stdout}"))
     };
-    assert_eq!(row("cases")[1], "2360");
-    assert_eq!(row("packet")[1], "2000");
+    assert_eq!(row("cases")[1], "3360");
+    assert_eq!(row("packet")[1], "3000");
     assert_eq!(row("http")[1], "60");
     assert!(stdout.contains("no_response 1"), "{stdout}");
     // Not a terminal: no progress bar.
@@ -60,7 +60,7 @@ fn stats_on_the_bundled_sample() {
 
     let out = replay(&["corpus", "stats", "--json", "-c", s(&sample())]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["cases"], 2360);
+    assert_eq!(v["cases"], 3360);
     assert_eq!(v["by_kind"]["http"]["cases"], 60);
     assert_eq!(v["by_kind"]["http"]["with_output"], 59);
     assert_eq!(v["damaged"], 0);
@@ -75,7 +75,7 @@ fn export_import_export_is_identical() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(fs::metadata(&first).unwrap().permissions().mode() & 0o777, 0o600);
     let lines = fs::read_to_string(&first).unwrap();
-    assert_eq!(lines.lines().count(), 2360);
+    assert_eq!(lines.lines().count(), 3360);
     // Every line is one JSON object jq could read; text bodies are text.
     let v: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
     assert!(v["data"]["message"]["input"].as_str().unwrap().starts_with("{\"file\""));
@@ -83,7 +83,7 @@ fn export_import_export_is_identical() {
     let copy = tmp.path().join("copy");
     let out = replay(&["corpus", "import", "-c", s(&copy), s(&first)]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("imported 2360 new cases"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("imported 3360 new cases"), "{}", text(&out.stderr));
     let out = replay(&["corpus", "export", "-c", s(&copy)]);
     assert_eq!(text(&out.stdout), lines);
 
@@ -91,7 +91,7 @@ fn export_import_export_is_identical() {
     let out = replay(&["corpus", "import", "-c", s(&copy), s(&first)]);
     assert!(
         text(&out.stderr).contains("imported 0 new cases")
-            && text(&out.stderr).contains("2360 already present")
+            && text(&out.stderr).contains("3360 already present")
     );
 }
 
@@ -195,11 +195,11 @@ fn a_corrupted_record_is_reported_with_its_offset_and_the_rest_kept() {
     let err = text(&out.stderr);
     assert!(err.contains("00000001.seg: corrupt record at offset"), "{err}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["cases"], 2359);
+    assert_eq!(v["cases"], 3359);
     assert_eq!(v["damaged"], 1);
     let out = replay(&["corpus", "verify", "-c", s(&dir)]);
     assert_eq!(out.status.code(), Some(exit_codes::INPUT_ERROR));
-    assert!(text(&out.stdout).contains("2359 good records"));
+    assert!(text(&out.stdout).contains("3359 good records"));
 }
 
 #[test]

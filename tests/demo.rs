@@ -56,7 +56,7 @@ fn json(o: &Outcome) -> serde_json::Value {
 #[test]
 fn native_and_wasm_agree_on_every_case_with_the_switches_off() {
     let all = run(&["local", "wasm", "wasm-command", "stream"], None);
-    assert_eq!(all.len(), 2360);
+    assert_eq!(all.len(), 3360);
     let mut outputs = 0;
     for (case, obs) in &all {
         for o in &obs[1..] {

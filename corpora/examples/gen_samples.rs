@@ -312,7 +312,7 @@ pub fn generate(dir: &Path) -> Result<(), corpora::CorpusError> {
     for i in 0..60 {
         w.append(&chat_exchange(&mut rng, i))?;
     }
-    for i in 0..2000 {
+    for i in 0..3000 {
         w.append(&packet(&mut rng, i))?;
     }
     w.close()?;

@@ -322,6 +322,16 @@ fn ls(dir: &Path, kind: Option<CaseKind>, limit: Option<usize>, ui: &Ui) -> anyh
 
 fn show(dir: &Path, id: &str, ui: &Ui) -> anyhow::Result<i32> {
     let corpus = open(dir)?;
+    let case = find_case(&corpus, id, ui)?;
+    let mut out = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &case)?;
+    writeln!(out)?;
+    Ok(ui.exit_code())
+}
+
+/// The one case whose id starts with `id` (4 to 32 hex digits).
+pub(crate) fn find_case(corpus: &corpora::Corpus, id: &str, ui: &Ui) -> anyhow::Result<corpora::Case> {
+    let dir = corpus.dir();
     let prefix = id.to_ascii_lowercase();
     if prefix.len() < 4 || prefix.len() > 32 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
         bail!("invalid case id {id:?}: expected 4 to 32 hex digits");
@@ -341,11 +351,7 @@ fn show(dir: &Path, id: &str, ui: &Ui) -> anyhow::Result<i32> {
             );
         }
     };
-    let case = corpus.read_entry(entry).map_err(|p| anyhow!("{p}"))?;
-    let mut out = io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &case)?;
-    writeln!(out)?;
-    Ok(ui.exit_code())
+    corpus.read_entry(entry).map_err(|p| anyhow!("{p}"))
 }
 
 fn verify(dir: &Path, ui: &Ui) -> anyhow::Result<i32> {

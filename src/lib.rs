@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod corpus_cmd;
+mod diff_cmd;
 pub mod exit_codes;
 pub mod natives;
 mod output;
@@ -41,6 +42,11 @@ pub enum Command {
     Targets,
     /// Run every case of a corpus through one target and save the observations.
     Run(run_cmd::RunArgs),
+    /// Run every case through two targets (or saved runs), diff the answers, cluster the
+    /// differences. Exit 0 same, 1 different, 2 error.
+    Diff(diff_cmd::DiffArgs),
+    /// Run one case through one target (or read it from a saved run) and print the observation.
+    Show(diff_cmd::ShowArgs),
     /// Inspect, check, export, import and compact a corpus.
     Corpus {
         /// The corpus directory.
@@ -86,6 +92,8 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         Command::Record { action } => record_cmd::run(action, ui),
         Command::Targets => run_cmd::targets(cli.config.as_deref(), ui),
         Command::Run(args) => run_cmd::run(cli.config.as_deref(), args, ui),
+        Command::Diff(args) => diff_cmd::diff(cli.config.as_deref(), args, ui),
+        Command::Show(args) => diff_cmd::show(cli.config.as_deref(), args, ui),
     }
 }
 

@@ -62,7 +62,8 @@ pub struct SelectArgs {
 }
 
 impl SelectArgs {
-    fn selection(&self) -> anyhow::Result<Selection> {
+    /// The engine's selection from the flags.
+    pub fn selection(&self) -> anyhow::Result<Selection> {
         let mut filter = Filter::default();
         for f in &self.filter {
             filter.add(f).map_err(|e| anyhow::anyhow!("--filter: {e}"))?;
@@ -171,7 +172,8 @@ pub fn run(config: Option<&Path>, args: RunArgs, ui: &Ui) -> anyhow::Result<i32>
     Ok(if summary.problems.is_empty() { crate::exit_codes::OK } else { crate::exit_codes::INPUT_ERROR })
 }
 
-fn cases_bar(ui: &Ui, total: u64, what: &str) -> ProgressBar {
+/// A progress bar of cases (hidden unless both stdout and stderr are terminals).
+pub fn cases_bar(ui: &Ui, total: u64, what: &str) -> ProgressBar {
     if !crate::progress_allowed(ui.is_quiet()) {
         return ProgressBar::hidden();
     }

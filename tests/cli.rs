@@ -442,3 +442,81 @@ fn targets_and_run_name_configuration_mistakes() {
 fn root_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
+
+#[test]
+fn diff_finds_the_demo_edge_bug_as_one_cluster() {
+    let out = replay_in(root_dir(), &["diff", "--a", "local", "--b", "prod-wasm"]);
+    assert_eq!(out.status.code(), Some(exit_codes::DIFFERENCES), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("3360 cases: 2812 same, 548 different, 0 inconclusive"), "{stdout}");
+    assert!(stdout.contains("1 cluster:"), "{stdout}");
+    assert!(
+        stdout.contains("changed $.payload.fnv1a64") && stdout.contains("changed $.payload.head"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("reproduce: replay show"), "{stdout}");
+
+    // The same as JSON, and ignoring the payload leaves nothing.
+    let out = replay_in(root_dir(), &["diff", "--a", "local", "--b", "prod-wasm", "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["clusters"].as_array().unwrap().len(), 1);
+    assert_eq!(r["clusters"][0]["count"], 548);
+    assert_eq!(
+        r["clusters"][0]["signature"],
+        serde_json::json!(["changed $.payload.fnv1a64", "changed $.payload.head"])
+    );
+    let out = replay_in(
+        root_dir(),
+        &["diff", "--a", "local", "--b", "prod-wasm", "--ignore", "$.payload", "--ignore", "$.nothing"],
+    );
+    assert_eq!(out.status.code(), Some(exit_codes::OK), "{}", text(&out.stdout));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("3360 same, 0 different"), "{stdout}");
+    assert!(stdout.contains("ignore rule $.nothing (--ignore) changed nothing"), "{stdout}");
+    assert!(!stdout.contains("rule $.payload "), "{stdout}");
+}
+
+#[test]
+fn diff_of_the_serializers_shows_two_clusters_and_saved_runs_diff_like_live_ones() {
+    let out = replay_in(root_dir(), &["diff", "--a", "serializer-v1", "--b", "serializer-v2", "--json"]);
+    assert_eq!(out.status.code(), Some(exit_codes::DIFFERENCES));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sigs: Vec<&serde_json::Value> =
+        r["clusters"].as_array().unwrap().iter().map(|c| &c["signature"]).collect();
+    assert_eq!(
+        sigs,
+        [
+            &serde_json::json!(["removed $.metadata"]),
+            &serde_json::json!(["changed $.messages[*].content", "removed $.metadata"])
+        ]
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for (t, dir) in [("local", &a), ("prod-wasm", &b)] {
+        let out = replay_in(root_dir(), &["run", "-t", t, "-o", s(dir), "--filter", "kind=packet"]);
+        assert_eq!(out.status.code(), Some(exit_codes::OK), "{}", text(&out.stderr));
+    }
+    let out =
+        replay_in(root_dir(), &["diff", "--a", s(&a), "--b", s(&b), "--filter", "kind=packet", "--json"]);
+    assert_eq!(out.status.code(), Some(exit_codes::DIFFERENCES), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["cases"], 3000);
+    assert_eq!(r["clusters"][0]["count"], 548);
+    // A saved run against a live target.
+    let out = replay_in(root_dir(), &["diff", "--a", s(&a), "--b", "local", "--filter", "kind=packet"]);
+    assert_eq!(out.status.code(), Some(exit_codes::OK), "{}", text(&out.stdout));
+}
+
+#[test]
+fn show_runs_one_case_through_a_target() {
+    let out = replay_in(root_dir(), &["diff", "--a", "local", "--b", "prod-wasm", "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = r["clusters"][0]["examples"][0]["case"].as_str().unwrap().to_string();
+    let out = replay_in(root_dir(), &["show", &id[..10], "--target", "prod-wasm"]);
+    assert_eq!(out.status.code(), Some(exit_codes::OK), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["case"], id);
+    assert_eq!(v["decoded"]["format"], "json");
+    assert!(v["decoded"]["value"]["payload"]["len"].as_u64().unwrap() > 1500);
+}

@@ -42,6 +42,7 @@ pub mod index;
 pub mod jsonl;
 mod manifest;
 mod store;
+pub mod value;
 
 pub use blob::Blob;
 pub use case::{

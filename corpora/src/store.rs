@@ -206,6 +206,19 @@ impl Corpus {
         }
     }
 
+    /// Reads the raw payload an index entry points at (for stores of other content, such as a
+    /// run directory's observations).
+    pub fn read_payload(&self, entry: &IndexEntry) -> Result<Vec<u8>, Problem> {
+        let path = self.dir.join(SEGMENTS_DIR).join(segment_name(entry.segment));
+        let io_problem =
+            |e: io::Error| Problem::Io { path: path.clone(), offset: entry.offset, message: e.to_string() };
+        let file = File::open(&path).map_err(io_problem)?;
+        match frame::read_record_at(&file, entry.offset).map_err(io_problem)? {
+            Some(r) => Ok(r.payload),
+            None => Err(Problem::Corrupt { path, offset: entry.offset, skipped: 0 }),
+        }
+    }
+
     /// Fetches one case by id through the index.
     pub fn get(&self, id: &CaseId) -> Result<Option<Case>, CorpusError> {
         let (index, _) = self.index()?;

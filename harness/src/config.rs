@@ -256,6 +256,34 @@ struct RawConfig {
     cache_dir: Option<PathBuf>,
     #[serde(default)]
     targets: BTreeMap<String, toml::Spanned<TargetDef>>,
+    #[serde(default)]
+    diff: RawDiff,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDiff {
+    #[serde(default)]
+    ignore: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    unordered: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    tolerance: Vec<toml::Spanned<RawTolerance>>,
+    #[serde(default)]
+    ignore_headers: Vec<String>,
+    #[serde(default)]
+    compare_headers: Vec<String>,
+    nan_equal: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTolerance {
+    path: String,
+    #[serde(default)]
+    abs: f64,
+    #[serde(default)]
+    rel: f64,
 }
 
 /// A parsed `replay.toml`.
@@ -269,6 +297,25 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
     /// The targets by name, with the line each table starts on.
     pub targets: BTreeMap<String, (TargetDef, usize)>,
+    /// The `[diff]` rules, parsed and checked.
+    pub diff: DiffRules,
+}
+
+/// The `[diff]` table: rules with the line each was written on.
+#[derive(Debug, Clone, Default)]
+pub struct DiffRules {
+    /// `ignore = [...]`: selectors with their lines.
+    pub ignore: Vec<(crate::diff::Selector, usize)>,
+    /// `unordered = [...]`.
+    pub unordered: Vec<(crate::diff::Selector, usize)>,
+    /// `tolerance = [{ path, abs, rel }]`.
+    pub tolerance: Vec<(crate::diff::Selector, crate::diff::Tolerance, usize)>,
+    /// Header names added to the default ignore list.
+    pub ignore_headers: Vec<String>,
+    /// Header names taken off the default ignore list.
+    pub compare_headers: Vec<String>,
+    /// NaN equals NaN (default true).
+    pub nan_equal: Option<bool>,
 }
 
 /// Native targets registered from code, by name.
@@ -355,7 +402,53 @@ impl Config {
             }
             targets.insert(name, (def, line_of(text, at)));
         }
-        Ok(Config { path: path.to_path_buf(), corpus: raw.corpus, cache_dir: raw.cache_dir, targets })
+        let sel = |s: &toml::Spanned<String>| {
+            crate::diff::Selector::parse(s.get_ref())
+                .map_err(|e| invalid(s.span().start, format!("[diff]: {e}")))
+        };
+        let mut diff = DiffRules {
+            ignore_headers: raw.diff.ignore_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            compare_headers: raw.diff.compare_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            nan_equal: raw.diff.nan_equal,
+            ..DiffRules::default()
+        };
+        for s in &raw.diff.ignore {
+            diff.ignore.push((sel(s)?, line_of(text, s.span().start)));
+        }
+        for s in &raw.diff.unordered {
+            diff.unordered.push((sel(s)?, line_of(text, s.span().start)));
+        }
+        for t in &raw.diff.tolerance {
+            let at = t.span().start;
+            let r = t.get_ref();
+            let selector = crate::diff::Selector::parse(&r.path)
+                .map_err(|e| invalid(at, format!("[diff] tolerance: {e}")))?;
+            if !(r.abs >= 0.0 && r.rel >= 0.0) {
+                return Err(invalid(at, "[diff] tolerance: abs and rel must be zero or more".into()));
+            }
+            diff.tolerance.push((
+                selector,
+                crate::diff::Tolerance { abs: r.abs, rel: r.rel },
+                line_of(text, at),
+            ));
+        }
+        Ok(Config { path: path.to_path_buf(), corpus: raw.corpus, cache_dir: raw.cache_dir, targets, diff })
+    }
+
+    /// The comparison rules of the `[diff]` table (each rule's origin is `file:line`).
+    pub fn rules(&self) -> crate::diff::Rules {
+        use crate::diff::Rule;
+        let origin = |line: usize| format!("{}:{line}", self.path.display());
+        let mut r = crate::diff::Rules::default();
+        r.ignore.extend(self.diff.ignore.iter().map(|(s, l)| Rule::new(s.clone(), (), origin(*l))));
+        r.unordered.extend(self.diff.unordered.iter().map(|(s, l)| Rule::new(s.clone(), (), origin(*l))));
+        r.tolerance.extend(self.diff.tolerance.iter().map(|(s, t, l)| Rule::new(s.clone(), *t, origin(*l))));
+        r.ignore_headers.retain(|h| !self.diff.compare_headers.contains(h));
+        r.ignore_headers.extend(self.diff.ignore_headers.iter().cloned());
+        if let Some(n) = self.diff.nan_equal {
+            r.nan_equal = n;
+        }
+        r
     }
 
     /// Finds `replay.toml` in `dir`, if there is one.

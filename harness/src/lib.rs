@@ -1,5 +1,5 @@
 /*!
-Targets and the replay engine of `replay`.
+Targets, the replay engine, the structural diff and the reports of `replay`.
 
 - [`config`]: `replay.toml`, the named targets, and how each kind is loaded.
 - [`target`]: the one [`Target`] trait every kind implements (`wasm`, `process`, `http`,
@@ -9,15 +9,19 @@ Targets and the replay engine of `replay`.
 - [`engine`]: stream a corpus through targets with bounded concurrency, filters, shards and
   pacing, in deterministic order.
 - [`run`]: run directories, the saved observations of one target over a corpus.
+- [`diff`]: the structural comparison of two observations under rules.
+- [`report`]: clusters of differing cases and the serialisable [`report::Report`].
 */
 
 pub mod config;
+pub mod diff;
 pub mod engine;
 pub mod http;
 pub mod input;
 pub mod observation;
 pub mod process;
 pub mod recorded;
+pub mod report;
 pub mod run;
 pub mod target;
 pub mod wasm;

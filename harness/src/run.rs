@@ -115,6 +115,53 @@ pub enum RunError {
     },
 }
 
+/// A saved run as a target: each case's observation is the one saved, so tonight's run can
+/// be diffed against last night's, or against a live target.
+pub struct SavedTarget {
+    run: Run,
+    index: corpora::index::Index,
+}
+
+impl SavedTarget {
+    /// Opens a run directory as a target.
+    pub fn open(dir: &Path) -> Result<SavedTarget, RunError> {
+        let run = Run::open(dir)?;
+        let (index, _) = run.corpus.index()?;
+        Ok(SavedTarget { run, index })
+    }
+
+    /// What the run was.
+    pub fn info(&self) -> &RunInfo {
+        &self.run.info
+    }
+}
+
+impl crate::target::Target for SavedTarget {
+    fn observe(&self, case: &Case) -> crate::observation::Outcome {
+        use crate::observation::Outcome;
+        let Some(entry) = self.index.get(case.id().as_bytes()) else {
+            return Outcome::Unsupported {
+                reason: format!(
+                    "case {} is not in the saved run {}",
+                    case.id(),
+                    self.run.corpus.dir().display()
+                ),
+            };
+        };
+        match self.run.corpus.read_payload(entry) {
+            Ok(p) => match rmp_serde::from_slice::<Observation>(&p) {
+                Ok(o) => o.outcome,
+                Err(e) => Outcome::error(format!("saved observation of {} does not decode: {e}", case.id())),
+            },
+            Err(p) => Outcome::error(format!("saved observation of {}: {p}", case.id())),
+        }
+    }
+
+    fn batch(&self) -> usize {
+        64
+    }
+}
+
 impl Run {
     /// Opens a run directory.
     pub fn open(dir: &Path) -> Result<Run, RunError> {

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use harness::diff::{Rule, Rules, Selector, Tolerance};
 use harness::engine;
-use harness::report::{Clusterer, Report, Side};
+use harness::report::{Clusterer, Side};
 use harness::run::SavedTarget;
 use harness::{Config, Loaded};
 
@@ -42,6 +42,12 @@ pub struct DiffArgs {
     /// Print the report as JSON (docs/report-format.md) instead of the terminal view.
     #[arg(long)]
     pub json: bool,
+    /// Also write the report as JUnit XML (one test case per cluster) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Also write the report as Markdown (for a CI job summary) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
     /// List every differing and inconclusive case, not only each cluster's example.
     #[arg(long)]
     pub verbose: bool,
@@ -132,13 +138,21 @@ pub fn diff(config: Option<&Path>, args: DiffArgs, ui: &Ui) -> anyhow::Result<i3
         selection,
         summary.problems.clone(),
     );
+    if let Some(f) = &args.junit {
+        std::fs::write(f, harness::render::junit(&report))
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
+    if let Some(f) = &args.markdown {
+        std::fs::write(f, harness::render::markdown(&report, args.examples))
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     } else {
         let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        out.write_all(render_terminal(&report, args.examples, colour).as_bytes())?;
+        out.write_all(harness::render::terminal(&report, args.examples, colour).as_bytes())?;
     }
     Ok(if !report.problems.is_empty() {
         crate::exit_codes::INPUT_ERROR
@@ -147,137 +161,6 @@ pub fn diff(config: Option<&Path>, args: DiffArgs, ui: &Ui) -> anyhow::Result<i3
     } else {
         crate::exit_codes::OK
     })
-}
-
-/// The terminal view of a report.
-pub fn render_terminal(r: &Report, full: usize, colour: bool) -> String {
-    let paint = |code: &str, s: &str| if colour { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() };
-    let mut o = String::new();
-    o.push_str(&format!(
-        "{} {} ({}) vs {} ({}) on {}{}\n",
-        paint("1", "replay diff:"),
-        r.a.name,
-        r.a.kind,
-        r.b.name,
-        r.b.kind,
-        r.corpus,
-        if r.selection.is_empty() { String::new() } else { format!(" [{}]", r.selection.join(" ")) }
-    ));
-    o.push_str(&format!(
-        "{} cases: {} same, {} different, {} inconclusive\n",
-        r.cases,
-        paint("32", &r.same.to_string()),
-        paint(if r.different > 0 { "31" } else { "32" }, &r.different.to_string()),
-        r.inconclusive
-    ));
-    for (why, n) in &r.inconclusive_reasons {
-        o.push_str(&format!("  inconclusive: {n} x {why}\n"));
-    }
-    if !r.clusters.is_empty() {
-        o.push_str(&format!(
-            "\n{} cluster{}:\n",
-            r.clusters.len(),
-            if r.clusters.len() == 1 { "" } else { "s" }
-        ));
-        o.push_str("   #    cases   share  differences\n");
-        for (i, c) in r.clusters.iter().enumerate() {
-            for (j, s) in c.signature.iter().enumerate() {
-                if j == 0 {
-                    o.push_str(&format!("{:>4} {:>8} {:>6.1}%  {s}\n", i + 1, c.count, c.share * 100.0));
-                } else {
-                    o.push_str(&format!("{:>4} {:>8} {:>7}  {s}\n", "", "", ""));
-                }
-            }
-        }
-    }
-    for (i, c) in r.clusters.iter().enumerate().take(full) {
-        o.push_str(&format!(
-            "\n{} {} cases ({:.1}%)\n",
-            paint("1", &format!("cluster {}:", i + 1)),
-            c.count,
-            c.share * 100.0
-        ));
-        let ex: Vec<String> =
-            c.examples.iter().map(|e| format!("{} ({}, {} B)", e.case, e.kind, e.size)).collect();
-        o.push_str(&format!("  smallest examples: {}\n", ex.join(", ")));
-        o.push_str(&format!("  case {}:\n", c.examples[0].case));
-        o.push_str(&side_by_side(&c.representative, &r.a.name, &r.b.name, &paint));
-        for cmd in &c.reproduce {
-            o.push_str(&format!("  reproduce: {cmd}\n"));
-        }
-        if let Some(curl) = &c.curl {
-            o.push_str(&format!("  request:   {curl}\n"));
-        }
-    }
-    if r.clusters.len() > full {
-        o.push_str(&format!(
-            "\n({} more clusters in the table above; --examples N shows more)\n",
-            r.clusters.len() - full
-        ));
-    }
-    for e in &r.verbose {
-        o.push_str(&format!("\ncase {} ({:?})", e.case, e.diff.verdict).to_lowercase());
-        if let Some(why) = &e.diff.reason {
-            o.push_str(&format!(": {why}"));
-        }
-        o.push('\n');
-        o.push_str(&side_by_side(&e.diff.differences, &r.a.name, &r.b.name, &paint));
-    }
-    for u in &r.unused_rules {
-        o.push_str(&format!(
-            "{} {} rule {} ({}) changed nothing in this run\n",
-            paint("33", "warning:"),
-            u.kind,
-            u.selector,
-            u.origin
-        ));
-    }
-    for p in &r.problems {
-        o.push_str(&format!("{} {p}\n", paint("33", "warning:")));
-    }
-    o
-}
-
-fn side_by_side(
-    diffs: &[harness::diff::Difference],
-    a: &str,
-    b: &str,
-    paint: &dyn Fn(&str, &str) -> String,
-) -> String {
-    const SHOWN: usize = 20;
-    let w = diffs.iter().take(SHOWN).map(|d| d.path.chars().count()).max().unwrap_or(4).clamp(4, 48);
-    let col = 42;
-    let cut = |s: &str| {
-        if s.chars().count() > col {
-            format!("{}…", s.chars().take(col - 1).collect::<String>())
-        } else {
-            s.to_string()
-        }
-    };
-    let mut o = format!(
-        "    {:w$}  {:15}  {:col$}  {}\n",
-        "path",
-        "kind",
-        cut(&format!("A: {a}")),
-        cut(&format!("B: {b}"))
-    );
-    for d in diffs.iter().take(SHOWN) {
-        let (x, y) = (d.a.clone().unwrap_or_else(|| "-".into()), d.b.clone().unwrap_or_else(|| "-".into()));
-        o.push_str(&format!(
-            "    {:w$}  {:15}  {}  {}\n",
-            d.path,
-            d.kind.name(),
-            paint("31", &format!("{:col$}", cut(&x))),
-            paint("32", &cut(&y))
-        ));
-        if let Some(detail) = &d.detail {
-            o.push_str(&format!("    {:w$}  {detail}\n", ""));
-        }
-    }
-    if diffs.len() > SHOWN {
-        o.push_str(&format!("    ... and {} more differences\n", diffs.len() - SHOWN));
-    }
-    o
 }
 
 /// `replay show`'s options.

@@ -11,6 +11,7 @@ Targets, the replay engine, the structural diff and the reports of `replay`.
 - [`run`]: run directories, the saved observations of one target over a corpus.
 - [`diff`]: the structural comparison of two observations under rules.
 - [`report`]: clusters of differing cases and the serialisable [`report::Report`].
+- [`render`]: the report as a terminal view, Markdown and JUnit XML.
 */
 
 pub mod config;
@@ -21,6 +22,7 @@ pub mod input;
 pub mod observation;
 pub mod process;
 pub mod recorded;
+pub mod render;
 pub mod report;
 pub mod run;
 pub mod target;

@@ -51,6 +51,16 @@ pub struct DiffArgs {
     /// List every differing and inconclusive case, not only each cluster's example.
     #[arg(long)]
     pub verbose: bool,
+    /// Learn noise: run each live side twice and subtract what differs between two runs of
+    /// the same build (reported separately, never dropped silently).
+    #[arg(long)]
+    pub noise: bool,
+    /// With --noise: the second run of side A is this target instead of A again.
+    #[arg(long, value_name = "TARGET", requires = "noise")]
+    pub replica_a: Option<String>,
+    /// With --noise: the second run of side B is this target instead of B again.
+    #[arg(long, value_name = "TARGET", requires = "noise")]
+    pub replica_b: Option<String>,
     /// Show this many clusters in full (the table lists them all).
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub examples: usize,
@@ -71,6 +81,14 @@ fn side(cfg: &Config, name: &str) -> anyhow::Result<Loaded> {
         });
     }
     Ok(cfg.load_target(name, &crate::natives::registry())?)
+}
+
+fn side_of(cfg: &Config, name: &str, concurrency: Option<usize>) -> anyhow::Result<Loaded> {
+    let mut t = side(cfg, name)?;
+    if let Some(n) = concurrency {
+        t.concurrency = n;
+    }
+    Ok(t)
 }
 
 fn rules(cfg: &Config, args: &DiffArgs) -> anyhow::Result<Rules> {
@@ -120,8 +138,18 @@ pub fn diff(config: Option<&Path>, args: DiffArgs, ui: &Ui) -> anyhow::Result<i3
     let sel = args.select.selection()?;
     let mut clusterer = Clusterer::new(&rules, args.verbose);
     let bar = crate::run_cmd::cases_bar(ui, corpus.manifest().counts.records, "diff");
-    let summary =
-        engine::run(&corpus, &[a.clone(), b.clone()], &sel, &mut clusterer, &mut |n| bar.set_position(n))?;
+    let mut targets = vec![a.clone(), b.clone()];
+    if args.noise {
+        let replica = |r: &Option<String>, side: &Loaded| -> anyhow::Result<Loaded> {
+            match r {
+                Some(name) => side_of(&cfg, name, args.select.concurrency),
+                None => Ok(side.clone()),
+            }
+        };
+        targets.push(replica(&args.replica_a, &a)?);
+        targets.push(replica(&args.replica_b, &b)?);
+    }
+    let summary = engine::run(&corpus, &targets, &sel, &mut clusterer, &mut |n| bar.set_position(n))?;
     bar.finish_and_clear();
     let mut selection = Vec::new();
     selection.extend(args.select.filter.iter().map(|f| format!("--filter {f}")));
@@ -199,4 +227,104 @@ pub fn show(config: Option<&Path>, args: ShowArgs, ui: &Ui) -> anyhow::Result<i3
     serde_json::to_writer_pretty(&mut out, &v)?;
     writeln!(out)?;
     Ok(crate::exit_codes::OK)
+}
+
+/// `replay noise learn`'s options.
+#[derive(Debug, Args)]
+pub struct NoiseLearnArgs {
+    /// A target to run twice.
+    #[arg(long, value_name = "TARGET")]
+    pub a: String,
+    /// Another target to run twice (optional).
+    #[arg(long, value_name = "TARGET")]
+    pub b: Option<String>,
+    /// The corpus (default: `corpus` in replay.toml).
+    #[arg(long, short = 'c', env = "REPLAY_CORPUS", value_name = "DIR")]
+    pub corpus: Option<PathBuf>,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Where to write the proposed rules (a TOML `[diff]` table to review).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// `replay noise learn`: runs each target twice over the corpus and writes the paths that
+/// differed between two runs of the same build as proposed `ignore` rules, for a person to
+/// review and commit.
+pub fn noise_learn(config: Option<&Path>, args: NoiseLearnArgs, ui: &Ui) -> anyhow::Result<i32> {
+    let cfg = load_config(config)?;
+    let corpus_dir = match (&args.corpus, cfg.corpus()) {
+        (Some(c), _) => c.clone(),
+        (None, Some(c)) => c,
+        (None, None) => bail!("no corpus: give --corpus DIR or set `corpus` in {}", cfg.path.display()),
+    };
+    let corpus = corpora::Corpus::open(&corpus_dir)
+        .with_context(|| format!("opening corpus {}", corpus_dir.display()))?;
+    let mut names = vec![args.a.clone()];
+    names.extend(args.b.clone());
+    let mut targets = Vec::new();
+    for n in &names {
+        let t = side_of(&cfg, n, args.select.concurrency)?;
+        targets.push(t.clone());
+        targets.push(t);
+    }
+    let rules = cfg.rules();
+    // shape -> (cases, targets it was seen on)
+    let mut seen: std::collections::BTreeMap<String, (u64, std::collections::BTreeSet<String>)> =
+        Default::default();
+    let mut cases = 0u64;
+    let bar = crate::run_cmd::cases_bar(ui, corpus.manifest().counts.records, "noise");
+    let sel = args.select.selection()?;
+    let summary = engine::run(
+        &corpus,
+        &targets,
+        &sel,
+        &mut |_: &corpora::Case, obs: Vec<harness::Observation>| {
+            cases += 1;
+            for (i, pair) in obs.chunks(2).enumerate() {
+                let d = harness::diff::compare(&pair[0], &pair[1], &rules);
+                let mut shapes: Vec<String> = d.differences.into_iter().map(|d| d.shape).collect();
+                shapes.sort();
+                shapes.dedup();
+                for s in shapes {
+                    let e = seen.entry(s).or_default();
+                    e.0 += 1;
+                    e.1.insert(names[i].clone());
+                }
+            }
+            Ok::<bool, harness::engine::EngineError>(true)
+        },
+        &mut |n| bar.set_position(n),
+    )?;
+    bar.finish_and_clear();
+    let mut entries: Vec<_> = seen.into_iter().collect();
+    entries.sort_by(|x, y| y.1.0.cmp(&x.1.0).then_with(|| x.0.cmp(&y.0)));
+    let mut text = format!(
+        "# Proposed by `replay noise learn` from {cases} cases of {}: paths that differed between two\n\
+         # runs of the same build ({}). Review each one; move the ones you accept into the [diff]\n\
+         # table of replay.toml. Nothing here is applied until you do.\n[diff]\nignore = [\n",
+        corpus_dir.display(),
+        names.join(", ")
+    );
+    for (shape, (n, on)) in &entries {
+        let on: Vec<&str> = on.iter().map(String::as_str).collect();
+        text.push_str(&format!(
+            "    {},  # differed in {n} of {cases} cases ({})\n",
+            toml::Value::String(shape.clone()),
+            on.join(", ")
+        ));
+    }
+    text.push_str("]\n");
+    std::fs::write(&args.out, &text).with_context(|| format!("writing {}", args.out.display()))?;
+    if !ui.is_quiet() {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "{} noisy path{} in {cases} cases; proposed rules written to {} for review",
+            entries.len(),
+            if entries.len() == 1 { "" } else { "s" },
+            args.out.display()
+        )?;
+    }
+    Ok(if summary.problems.is_empty() { crate::exit_codes::OK } else { crate::exit_codes::INPUT_ERROR })
 }

@@ -47,6 +47,12 @@ pub enum Command {
     Diff(diff_cmd::DiffArgs),
     /// Run one case through one target (or read it from a saved run) and print the observation.
     Show(diff_cmd::ShowArgs),
+    /// Noise: what differs between two runs of the same build.
+    Noise {
+        /// What to do.
+        #[command(subcommand)]
+        action: NoiseAction,
+    },
     /// Inspect, check, export, import and compact a corpus.
     Corpus {
         /// The corpus directory.
@@ -63,6 +69,13 @@ pub enum Command {
         #[command(subcommand)]
         action: record_cmd::RecordAction,
     },
+}
+
+/// `replay noise ...`.
+#[derive(Debug, Subcommand)]
+pub enum NoiseAction {
+    /// Run targets twice and write the paths that differed as proposed ignore rules.
+    Learn(diff_cmd::NoiseLearnArgs),
 }
 
 /// Runs the command line and returns the process exit code (see [`exit_codes`]).
@@ -94,6 +107,9 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         Command::Run(args) => run_cmd::run(cli.config.as_deref(), args, ui),
         Command::Diff(args) => diff_cmd::diff(cli.config.as_deref(), args, ui),
         Command::Show(args) => diff_cmd::show(cli.config.as_deref(), args, ui),
+        Command::Noise { action: NoiseAction::Learn(args) } => {
+            diff_cmd::noise_learn(cli.config.as_deref(), args, ui)
+        }
     }
 }
 

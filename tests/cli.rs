@@ -520,3 +520,86 @@ fn show_runs_one_case_through_a_target() {
     assert_eq!(v["decoded"]["format"], "json");
     assert!(v["decoded"]["value"]["payload"]["len"].as_u64().unwrap() > 1500);
 }
+
+/// A replay.toml with two per-case process targets that stamp each answer with the time
+/// (noise), B also adding a field (a real difference).
+fn noisy_config(dir: &Path) -> PathBuf {
+    let cfg = dir.join("replay.toml");
+    let stamp = r#"printf '{"t":%s,"n":%s%s}' "$(date +%s%N)" "$(wc -c | tr -d ' ')" "$EXTRA""#;
+    fs::write(
+        &cfg,
+        format!(
+            "corpus = {:?}\n\n[targets.a]\nkind = \"process\"\ncommand = [\"sh\", \"-c\", {stamp:?}]\noutput_content_type = \"application/json\"\n\n\
+             [targets.b]\nkind = \"process\"\ncommand = [\"sh\", \"-c\", {stamp:?}]\noutput_content_type = \"application/json\"\nenv = {{ EXTRA = ',\"v\":2' }}\n",
+            s(&sample())
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn noise_is_learned_subtracted_and_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = noisy_config(tmp.path());
+    let args = [
+        "--config",
+        s(&cfg),
+        "diff",
+        "--a",
+        "a",
+        "--b",
+        "b",
+        "--filter",
+        "kind=message",
+        "--limit",
+        "8",
+        "--json",
+    ];
+    // Without noise cancellation the timestamp is part of every difference.
+    let out = replay(&args);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["clusters"][0]["signature"], serde_json::json!(["added $.v", "changed $.t"]), "{r}");
+    // With it, the timestamp is noise, reported separately, and the real difference remains.
+    let mut noisy = args.to_vec();
+    noisy.push("--noise");
+    let out = replay(&noisy);
+    assert_eq!(out.status.code(), Some(exit_codes::DIFFERENCES), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["clusters"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["clusters"][0]["signature"], serde_json::json!(["added $.v"]));
+    assert_eq!(r["clusters"][0]["count"], 8);
+    let noise = r["noise"].as_array().unwrap();
+    assert!(
+        noise.iter().any(|n| n["signature"] == "changed $.t" && n["side"] == "a" && n["cases"] == 8),
+        "{r}"
+    );
+
+    // `replay noise learn` proposes the rule for review.
+    let rules = tmp.path().join("noise.toml");
+    let out = replay(&[
+        "--config",
+        s(&cfg),
+        "noise",
+        "learn",
+        "--a",
+        "a",
+        "--filter",
+        "kind=message",
+        "--limit",
+        "8",
+        "-o",
+        s(&rules),
+    ]);
+    assert_eq!(out.status.code(), Some(exit_codes::OK), "{}", text(&out.stderr));
+    let proposed = fs::read_to_string(&rules).unwrap();
+    assert!(proposed.contains("\"$.t\",  # differed in 8 of 8 cases (a)"), "{proposed}");
+    // The proposal is valid [diff] TOML: with it appended, the timestamp is ignored.
+    let mut text_cfg = fs::read_to_string(&cfg).unwrap();
+    text_cfg.push('\n');
+    text_cfg.push_str(&proposed);
+    fs::write(&cfg, text_cfg).unwrap();
+    let out = replay(&args);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["clusters"][0]["signature"], serde_json::json!(["added $.v"]), "{r}");
+}

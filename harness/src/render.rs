@@ -25,6 +25,15 @@ pub fn terminal(r: &Report, full: usize, colour: bool) -> String {
         paint(if r.different > 0 { "31" } else { "32" }, &r.different.to_string()),
         r.inconclusive
     ));
+    if !r.noise.is_empty() {
+        o.push_str(&format!(
+            "  noise: {} differing cases were only noise; paths that differ between two runs of one side:\n",
+            r.noise_only
+        ));
+        for n in r.noise.iter().take(10) {
+            o.push_str(&format!("    {:>8} cases  side {}  {}\n", n.cases, n.side, n.signature));
+        }
+    }
     for (why, n) in &r.inconclusive_reasons {
         o.push_str(&format!("  inconclusive: {n} x {why}\n"));
     }

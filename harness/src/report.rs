@@ -69,6 +69,18 @@ pub struct CaseEntry {
     pub diff: CaseDiff,
 }
 
+/// A path that differed between two runs of the same side: noise, subtracted from the A-B
+/// comparison and reported here instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Noise {
+    /// The path's shape (`$.created`, `$.choices[*].id`), with the difference kind.
+    pub signature: String,
+    /// `a` or `b`: which side's two runs disagreed.
+    pub side: String,
+    /// In how many cases.
+    pub cases: u64,
+}
+
 /// A rule that never changed a comparison in the run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnusedRule {
@@ -110,6 +122,12 @@ pub struct Report {
     /// Rules that changed nothing in this run (stale rules).
     #[serde(default)]
     pub unused_rules: Vec<UnusedRule>,
+    /// With `--noise`: what differed between two runs of the same side, most frequent first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub noise: Vec<Noise>,
+    /// With `--noise`: differing cases whose every difference was noise (counted as same).
+    #[serde(default)]
+    pub noise_only: u64,
     /// Every differing or inconclusive case (only with `--verbose`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verbose: Vec<CaseEntry>,
@@ -140,6 +158,8 @@ pub struct Clusterer<'r> {
     reasons: BTreeMap<String, u64>,
     clusters: HashMap<Vec<String>, Acc>,
     listing: Vec<CaseEntry>,
+    noise: BTreeMap<(String, String), u64>,
+    noise_only: u64,
 }
 
 impl<'r> Clusterer<'r> {
@@ -155,7 +175,41 @@ impl<'r> Clusterer<'r> {
             reasons: BTreeMap::new(),
             clusters: HashMap::new(),
             listing: Vec::new(),
+            noise: BTreeMap::new(),
+            noise_only: 0,
         }
+    }
+
+    /// Compares `a` and `b` after subtracting the noise seen between `a` and `a2` (two runs of
+    /// side A) and between `b` and `b2`: a difference at a path (shape) that differed between
+    /// two runs of either side, in this case, is noise. Noise is counted per path and reported,
+    /// never silently dropped.
+    pub fn add_with_noise(
+        &mut self,
+        case: &Case,
+        a: &Observation,
+        b: &Observation,
+        a2: &Observation,
+        b2: &Observation,
+    ) {
+        let mut noisy: Vec<String> = Vec::new();
+        for (side, x, y) in [("a", a, a2), ("b", b, b2)] {
+            let d = diff::compare(x, y, self.rules);
+            for sig in diff::signature(&d.differences) {
+                *self.noise.entry((sig, side.to_string())).or_default() += 1;
+            }
+            noisy.extend(d.differences.into_iter().map(|d| d.shape));
+        }
+        let mut d = diff::compare(a, b, self.rules);
+        if d.verdict == Verdict::Different && !noisy.is_empty() {
+            d.differences
+                .retain(|x| !noisy.iter().any(|n| *n == x.shape && x.kind != diff::Kind::OutcomeChanged));
+            if d.differences.is_empty() {
+                d.verdict = Verdict::Same;
+                self.noise_only += 1;
+            }
+        }
+        self.add(case, d);
     }
 
     /// Adds one case's comparison.
@@ -250,15 +304,36 @@ impl<'r> Clusterer<'r> {
                 .collect(),
             verbose,
             problems,
+            noise: {
+                let mut n: Vec<Noise> = self
+                    .noise
+                    .into_iter()
+                    .map(|((signature, side), cases)| Noise { signature, side, cases })
+                    .collect();
+                n.sort_by(|x, y| {
+                    y.cases.cmp(&x.cases).then_with(|| (&x.signature, &x.side).cmp(&(&y.signature, &y.side)))
+                });
+                n
+            },
+            noise_only: self.noise_only,
         }
     }
 }
 
 impl Sink for Clusterer<'_> {
     fn case(&mut self, case: &Case, observations: Vec<Observation>) -> Result<bool, EngineError> {
-        if let [a, b] = observations.as_slice() {
-            let d = diff::compare(a, b, self.rules);
-            self.add(case, d);
+        match observations.as_slice() {
+            [a, b] => {
+                let d = diff::compare(a, b, self.rules);
+                self.add(case, d);
+            }
+            [a, b, a2, b2] => self.add_with_noise(case, a, b, a2, b2),
+            other => {
+                return Err(EngineError::Usage(format!(
+                    "a diff needs 2 or 4 observations per case, got {}",
+                    other.len()
+                )));
+            }
         }
         Ok(true)
     }

@@ -48,6 +48,9 @@ pub struct DiffArgs {
     /// Also write the report as Markdown (for a CI job summary) to FILE.
     #[arg(long, value_name = "FILE")]
     pub markdown: Option<PathBuf>,
+    /// Also write the report as one self-contained HTML page to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// List every differing and inconclusive case, not only each cluster's example.
     #[arg(long)]
     pub verbose: bool,
@@ -172,6 +175,10 @@ pub fn diff(config: Option<&Path>, args: DiffArgs, ui: &Ui) -> anyhow::Result<i3
     }
     if let Some(f) = &args.markdown {
         std::fs::write(f, harness::render::markdown(&report, args.examples))
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
+    if let Some(f) = &args.html {
+        std::fs::write(f, harness::render::html(&report))
             .with_context(|| format!("writing {}", f.display()))?;
     }
     let mut out = std::io::stdout().lock();

@@ -603,3 +603,69 @@ fn noise_is_learned_subtracted_and_reported() {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["clusters"][0]["signature"], serde_json::json!(["added $.v"]), "{r}");
 }
+
+/// The HTML report opened in headless Chromium (Debian's `chromium`, which `.ci/run`
+/// installs): the page shows the counts and cluster table, and a cluster expands.
+#[test]
+fn the_html_report_shows_its_clusters_in_a_real_browser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let page = tmp.path().join("report.html");
+    let out = replay_in(
+        root_dir(),
+        &[
+            "diff",
+            "--a",
+            "local",
+            "--b",
+            "prod-wasm",
+            "--html",
+            s(&page),
+            "--junit",
+            s(&tmp.path().join("j.xml")),
+            "--markdown",
+            s(&tmp.path().join("r.md")),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(exit_codes::DIFFERENCES), "{}", text(&out.stderr));
+    let html = fs::read_to_string(&page).unwrap();
+    assert!(!html.contains("http://") && !html.contains("https://"), "the page must not load anything");
+    assert!(fs::read_to_string(tmp.path().join("r.md")).unwrap().contains("| 1 | 548 | 16.3% |"));
+    assert!(fs::read_to_string(tmp.path().join("j.xml")).unwrap().contains("tests=\"1\" failures=\"1\""));
+
+    let chromium = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .expect("this test needs Chromium: apt-get install chromium (.ci/run installs it)");
+    let dump = |url: String| {
+        let profile = tempfile::tempdir().unwrap();
+        let out = Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--virtual-time-budget=2000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("--dump-dom")
+            .arg(url)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run chromium");
+        assert!(out.status.success(), "chromium failed: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let url = format!("file://{}", page.display());
+    let dom = dump(url.clone());
+    assert!(dom.contains("<span id=\"different\">548</span>"), "{dom}");
+    assert!(dom.contains("<td class=\"num count\">548</td>"), "{dom}");
+    assert!(dom.contains("<details id=\"cluster-1\">"), "closed until asked: {dom}");
+    // Following a link to the cluster expands it: the page's own script ran in the browser.
+    let dom = dump(format!("{url}#cluster-1"));
+    assert!(dom.contains("<details id=\"cluster-1\" open=\"\">"), "{dom}");
+    assert!(dom.contains("$.payload.fnv1a64"), "{dom}");
+}

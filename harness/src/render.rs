@@ -1,4 +1,5 @@
-//! Renderers of a [`Report`]: the terminal view, Markdown (a CI job summary) and JUnit XML.
+//! Renderers of a [`Report`]: the terminal view, Markdown (a CI job summary), JUnit XML and
+//! a self-contained HTML page.
 //! Each reads only the report.
 
 use crate::diff::Difference;
@@ -292,5 +293,113 @@ pub fn xml_escape(s: &str) -> String {
             c => o.push(c),
         }
     }
+    o
+}
+
+/// The report as one self-contained HTML page (no network, no external assets): the summary,
+/// the cluster table, and each cluster as an expandable block with its side-by-side example.
+/// `page.html#cluster-N` opens cluster N.
+pub fn html(r: &Report) -> String {
+    let e = xml_escape;
+    let mut o = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n",
+    );
+    o.push_str(&format!("<title>replay diff: {} vs {}</title>\n", e(&r.a.name), e(&r.b.name)));
+    o.push_str(
+        "<style>\n\
+         body{font:14px/1.45 system-ui,sans-serif;margin:2em;color:#222}\n\
+         table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}\n\
+         th{background:#f3f3f3}code,pre{font:12px/1.4 ui-monospace,monospace}td.a{background:#fff0f0}td.b{background:#f0fff0}\n\
+         details{border:1px solid #ddd;border-radius:4px;margin:.6em 0;padding:.3em .8em}summary{cursor:pointer;font-weight:600}\n\
+         .num{text-align:right}.warn{color:#a60}\n\
+         </style></head><body>\n",
+    );
+    o.push_str(&format!(
+        "<h1>replay diff: <code>{}</code> vs <code>{}</code></h1>\n<p id=\"summary\">{} cases from <code>{}</code>{}: \
+         <b><span id=\"same\">{}</span> same, <span id=\"different\">{}</span> different, \
+         <span id=\"inconclusive\">{}</span> inconclusive</b>.</p>\n",
+        e(&r.a.name),
+        e(&r.b.name),
+        r.cases,
+        e(&r.corpus),
+        if r.selection.is_empty() { String::new() } else { format!(" ({})", e(&r.selection.join(" "))) },
+        r.same,
+        r.different,
+        r.inconclusive
+    ));
+    if !r.clusters.is_empty() {
+        o.push_str(
+            "<table id=\"clusters\"><tr><th>#</th><th>cases</th><th>share</th><th>differences</th></tr>\n",
+        );
+        for (i, c) in r.clusters.iter().enumerate() {
+            let sig: Vec<String> = c.signature.iter().map(|s| format!("<code>{}</code>", e(s))).collect();
+            o.push_str(&format!(
+                "<tr><td><a href=\"#cluster-{n}\">{n}</a></td><td class=\"num count\">{}</td><td class=\"num\">{:.1}%</td><td>{}</td></tr>\n",
+                c.count,
+                c.share * 100.0,
+                sig.join("<br>"),
+                n = i + 1
+            ));
+        }
+        o.push_str("</table>\n");
+    }
+    for (i, c) in r.clusters.iter().enumerate() {
+        o.push_str(&format!(
+            "<details id=\"cluster-{}\"><summary>Cluster {}: {} cases ({:.1}%): {}</summary>\n",
+            i + 1,
+            i + 1,
+            c.count,
+            c.share * 100.0,
+            e(&c.signature.join("; "))
+        ));
+        let ex: Vec<String> = c
+            .examples
+            .iter()
+            .map(|x| format!("<code>{}</code> ({}, {} B)", x.case, e(&x.kind), x.size))
+            .collect();
+        o.push_str(&format!("<p>Smallest examples: {}</p>\n", ex.join(", ")));
+        o.push_str(&format!(
+            "<table class=\"example\"><tr><th>path</th><th>kind</th><th>{}</th><th>{}</th></tr>\n",
+            e(&r.a.name),
+            e(&r.b.name)
+        ));
+        for d in &c.representative {
+            o.push_str(&format!(
+                "<tr><td><code>{}</code></td><td>{}</td><td class=\"a\"><code>{}</code></td><td class=\"b\"><code>{}</code></td></tr>\n",
+                e(&d.path),
+                d.kind.name(),
+                e(d.a.as_deref().unwrap_or("-")),
+                e(d.b.as_deref().unwrap_or("-"))
+            ));
+            if let Some(detail) = &d.detail {
+                o.push_str(&format!("<tr><td></td><td colspan=\"3\">{}</td></tr>\n", e(detail)));
+            }
+        }
+        o.push_str("</table>\n<pre>");
+        for cmd in &c.reproduce {
+            o.push_str(&e(cmd));
+            o.push('\n');
+        }
+        if let Some(curl) = &c.curl {
+            o.push_str(&e(curl));
+            o.push('\n');
+        }
+        o.push_str("</pre></details>\n");
+    }
+    for u in &r.unused_rules {
+        o.push_str(&format!(
+            "<p class=\"warn\">Unused rule: {} <code>{}</code> ({}) changed nothing in this run.</p>\n",
+            e(&u.kind),
+            e(&u.selector),
+            e(&u.origin)
+        ));
+    }
+    // Opens the cluster named in the address (#cluster-N), so a link can point at one.
+    o.push_str(
+        "<script>\nfunction openHash(){var d=location.hash&&document.getElementById(location.hash.slice(1));\
+         if(d&&d.tagName==='DETAILS'){d.open=true;}}\nwindow.addEventListener('hashchange',openHash);openHash();\n</script>\n",
+    );
+    o.push_str("</body></html>\n");
     o
 }

@@ -105,6 +105,7 @@ fn snapshots_of_every_rendering() {
     check("report.json", &(serde_json::to_string_pretty(&r).unwrap() + "\n"));
     check("report.md", &render::markdown(&r, 5));
     check("junit.xml", &render::junit(&r));
+    check("report.html", &render::html(&r));
 }
 
 #[test]

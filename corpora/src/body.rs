@@ -1,4 +1,5 @@
-//! How an HTTP body reads: transfer coding (chunked) and content coding (gzip, deflate) removed.
+//! How an HTTP body reads: transfer coding (chunked) and content coding (gzip, deflate, br)
+//! removed.
 //!
 //! Bodies are stored as they were on the wire; the harness (and later the diff) reads them
 //! through here. Decoding is bounded: a body that inflates past [`MAX_DECODED`] is an error,
@@ -102,6 +103,7 @@ pub fn decode_content(body: &[u8], content_encoding: Option<&str>) -> Result<Vec
         data = match coding.to_ascii_lowercase().as_str() {
             "identity" => data,
             "gzip" | "x-gzip" => inflate(flate2::read::MultiGzDecoder::new(&data[..]), "gzip")?,
+            "br" => inflate(brotli_decompressor::Decompressor::new(&data[..], 64 << 10), "br")?,
             "deflate" => {
                 // Servers send both zlib-wrapped (as the RFC says) and raw deflate.
                 inflate(flate2::read::ZlibDecoder::new(&data[..]), "deflate")
@@ -156,7 +158,14 @@ mod tests {
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
         z.write_all(b"zz").unwrap();
         assert_eq!(decode_content(&z.finish().unwrap(), Some("deflate")).unwrap(), b"zz");
-        assert!(matches!(decode_content(b"x", Some("br")), Err(BodyError::Unsupported(_))));
+        let mut br = Vec::new();
+        {
+            let mut w = brotli::CompressorWriter::new(&mut br, 4096, 5, 22);
+            w.write_all(b"brotli body brotli body").unwrap();
+        }
+        assert_eq!(decode_content(&br, Some("br")).unwrap(), b"brotli body brotli body");
+        assert!(matches!(decode_content(b"x", Some("zstd")), Err(BodyError::Unsupported(_))));
+        assert!(matches!(decode_content(b"not brotli at all", Some("br")), Err(BodyError::Corrupt { .. })));
         assert!(matches!(decode_content(b"not gzip", Some("gzip")), Err(BodyError::Corrupt { .. })));
     }
 }

@@ -650,6 +650,27 @@ mod tests {
     }
 
     #[test]
+    fn diff_rules_parse_with_their_lines_and_bad_selectors_are_named() {
+        let c = parse(
+            "[diff]\nignore = [\n  \"$.metadata\",\n  \"$..request_id\",\n]\nunordered = [\"$.tags\"]\n\
+             tolerance = [{ path = \"$.score\", abs = 0.5 }]\nignore_headers = [\"X-Trace\"]\ncompare_headers = [\"etag\"]\n",
+        )
+        .unwrap();
+        let r = c.rules();
+        assert_eq!(r.ignore.len(), 2);
+        assert_eq!(r.ignore[1].origin, "/x/replay.toml:4");
+        assert_eq!(r.tolerance[0].param.abs, 0.5);
+        assert!(r.ignore_headers.contains(&"x-trace".to_string()));
+        assert!(!r.ignore_headers.contains(&"etag".to_string()));
+        let e = parse("[diff]\nignore = [\n\"metadata\"]\n").unwrap_err().to_string();
+        assert!(e.starts_with("/x/replay.toml:3:") && e.contains("must start with `$`"), "{e}");
+        let e = parse("[diff]\nignroe = []\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field `ignroe`"), "{e}");
+        let e = parse("[diff]\ntolerance = [{ path = \"$.x\", abs = -1 }]\n").unwrap_err().to_string();
+        assert!(e.contains("zero or more"), "{e}");
+    }
+
+    #[test]
     fn a_failing_build_command_says_so() {
         let text = "[targets.a]\nkind = \"recorded\"\nbuild = \"echo compiling; echo broken >&2; exit 3\"\n";
         let c = Config::parse(text, Path::new("replay.toml")).unwrap();

@@ -784,6 +784,25 @@ mod tests {
     }
 
     #[test]
+    fn event_streams_diff_event_by_event() {
+        let sse = |word: &str| {
+            format!(
+                "data: {{\"choices\":[{{\"delta\":{{\"content\":\"let \"}}}}]}}\n\n\
+                 data: {{\"choices\":[{{\"delta\":{{\"content\":\"{word}\"}}}}]}}\n\ndata: [DONE]\n\n"
+            )
+        };
+        let obs = |body: String| Observation {
+            case: corpora::CaseId([0; 16]),
+            outcome: Outcome::bytes("text/event-stream", body.into_bytes()),
+            duration_ns: 0,
+        };
+        assert_eq!(compare(&obs(sse("x")), &obs(sse("x")), &Rules::default()).verdict, Verdict::Same);
+        let d = compare(&obs(sse("x")), &obs(sse("y")), &Rules::default());
+        assert_eq!(paths(&d.differences), [("$[1].data.choices[0].delta.content".into(), Kind::Changed)]);
+        assert_eq!(signature(&d.differences), ["changed $[*].data.choices[*].delta.content"]);
+    }
+
+    #[test]
     fn http_outputs_compare_status_headers_and_decoded_bodies() {
         use corpora::Header;
         let h = |status, date: &str, body: &str| Observation {

@@ -13,7 +13,7 @@ use harness::run::SavedTarget;
 use harness::{Config, Loaded};
 
 use crate::output::Ui;
-use crate::run_cmd::{SelectArgs, load_config};
+use crate::run_cmd::{SelectArgs, load_config, open_corpus};
 
 /// `replay diff`'s options.
 #[derive(Debug, Args)]
@@ -124,13 +124,7 @@ fn rules(cfg: &Config, args: &DiffArgs) -> anyhow::Result<Rules> {
 /// `replay diff`.
 pub fn diff(config: Option<&Path>, args: DiffArgs, ui: &Ui) -> anyhow::Result<i32> {
     let cfg = load_config(config)?;
-    let corpus_dir = match (&args.corpus, cfg.corpus()) {
-        (Some(c), _) => c.clone(),
-        (None, Some(c)) => c,
-        (None, None) => bail!("no corpus: give --corpus DIR or set `corpus` in {}", cfg.path.display()),
-    };
-    let corpus = corpora::Corpus::open(&corpus_dir)
-        .with_context(|| format!("opening corpus {}", corpus_dir.display()))?;
+    let (corpus_dir, corpus) = open_corpus(&cfg, args.corpus.as_deref())?;
     let rules = rules(&cfg, &args)?;
     let mut a = side(&cfg, &args.a)?;
     let mut b = side(&cfg, &args.b)?;
@@ -215,13 +209,7 @@ pub struct ShowArgs {
 /// the output decoded.
 pub fn show(config: Option<&Path>, args: ShowArgs, ui: &Ui) -> anyhow::Result<i32> {
     let cfg = load_config(config)?;
-    let corpus_dir = match (&args.corpus, cfg.corpus()) {
-        (Some(c), _) => c.clone(),
-        (None, Some(c)) => c,
-        (None, None) => bail!("no corpus: give --corpus DIR or set `corpus` in {}", cfg.path.display()),
-    };
-    let corpus = corpora::Corpus::open(&corpus_dir)
-        .with_context(|| format!("opening corpus {}", corpus_dir.display()))?;
+    let (_, corpus) = open_corpus(&cfg, args.corpus.as_deref())?;
     let case = crate::corpus_cmd::find_case(&corpus, &args.case, ui)?;
     let t = side(&cfg, &args.target)?;
     let obs = engine::observe(&t, &case);
@@ -260,13 +248,7 @@ pub struct NoiseLearnArgs {
 /// review and commit.
 pub fn noise_learn(config: Option<&Path>, args: NoiseLearnArgs, ui: &Ui) -> anyhow::Result<i32> {
     let cfg = load_config(config)?;
-    let corpus_dir = match (&args.corpus, cfg.corpus()) {
-        (Some(c), _) => c.clone(),
-        (None, Some(c)) => c,
-        (None, None) => bail!("no corpus: give --corpus DIR or set `corpus` in {}", cfg.path.display()),
-    };
-    let corpus = corpora::Corpus::open(&corpus_dir)
-        .with_context(|| format!("opening corpus {}", corpus_dir.display()))?;
+    let (corpus_dir, corpus) = open_corpus(&cfg, args.corpus.as_deref())?;
     let mut names = vec![args.a.clone()];
     names.extend(args.b.clone());
     let mut targets = Vec::new();

@@ -23,6 +23,17 @@ pub fn load_config(explicit: Option<&Path>) -> anyhow::Result<Config> {
     Ok(Config::load(&path)?)
 }
 
+/// The corpus a command works on: `--corpus`, else `corpus` in replay.toml; opened.
+pub fn open_corpus(cfg: &Config, explicit: Option<&Path>) -> anyhow::Result<(PathBuf, corpora::Corpus)> {
+    let dir = match (explicit, cfg.corpus()) {
+        (Some(c), _) => c.to_path_buf(),
+        (None, Some(c)) => c,
+        (None, None) => bail!("no corpus: give --corpus DIR or set `corpus` in {}", cfg.path.display()),
+    };
+    let corpus = corpora::Corpus::open(&dir).with_context(|| format!("opening corpus {}", dir.display()))?;
+    Ok((dir, corpus))
+}
+
 /// `replay run`'s options.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -106,13 +117,7 @@ pub fn targets(config: Option<&Path>, ui: &Ui) -> anyhow::Result<i32> {
 /// `replay run`.
 pub fn run(config: Option<&Path>, args: RunArgs, ui: &Ui) -> anyhow::Result<i32> {
     let cfg = load_config(config)?;
-    let corpus_dir = match (&args.corpus, cfg.corpus()) {
-        (Some(c), _) => c.clone(),
-        (None, Some(c)) => c,
-        (None, None) => bail!("no corpus: give --corpus DIR or set `corpus` in {}", cfg.path.display()),
-    };
-    let corpus = corpora::Corpus::open(&corpus_dir)
-        .with_context(|| format!("opening corpus {}", corpus_dir.display()))?;
+    let (corpus_dir, corpus) = open_corpus(&cfg, args.corpus.as_deref())?;
     let sel = args.select.selection()?;
     let mut target = cfg.load_target(&args.target, &crate::natives::registry())?;
     if let Some(n) = args.select.concurrency {

@@ -469,15 +469,7 @@ fn walk(a: &Value, b: &Value, path: &mut Vec<Seg>, rules: &Rules, out: &mut Vec<
                     out.push(diff(path, Kind::TypeChanged, Some(a), Some(b)));
                     return;
                 }
-                let kind = if std::mem::discriminant(a) == std::mem::discriminant(b) {
-                    Kind::Changed
-                } else {
-                    Kind::TypeChanged
-                };
-                out.push(diff(path, kind, Some(a), Some(b)));
-                return;
-            }
-            if let (Value::Bytes(x), Value::Bytes(y)) = (a, b) {
+            } else if let (Value::Bytes(x), Value::Bytes(y)) = (a, b) {
                 let at = x.iter().zip(y).position(|(p, q)| p != q).unwrap_or(x.len().min(y.len()));
                 let mut d = diff(path, Kind::Changed, Some(a), Some(b));
                 d.detail = Some(format!(

@@ -11,7 +11,8 @@ Targets, the replay engine, the structural diff and the reports of `replay`.
 - [`run`]: run directories, the saved observations of one target over a corpus.
 - [`diff`]: the structural comparison of two observations under rules.
 - [`report`]: clusters of differing cases and the serialisable [`report::Report`].
-- [`render`]: the report as a terminal view, Markdown and JUnit XML.
+- [`render`]: the report as a terminal view, Markdown, JUnit XML and HTML.
+- [`scenario`]: scenario files, their baselines, and how a run is judged against them.
 */
 
 pub mod config;
@@ -25,6 +26,7 @@ pub mod recorded;
 pub mod render;
 pub mod report;
 pub mod run;
+pub mod scenario;
 pub mod target;
 pub mod wasm;
 

@@ -317,3 +317,56 @@ pub fn noise_learn(config: Option<&Path>, args: NoiseLearnArgs, ui: &Ui) -> anyh
     }
     Ok(if summary.problems.is_empty() { crate::exit_codes::OK } else { crate::exit_codes::INPUT_ERROR })
 }
+
+/// `replay report merge`'s options.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The shard reports (`replay diff --shard K/N --json > shard-K.json`).
+    #[arg(required = true, value_name = "REPORT")]
+    pub reports: Vec<PathBuf>,
+    /// Print the merged report as JSON instead of the terminal view.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write it as JUnit XML.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Also write it as Markdown.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Also write it as HTML.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+/// `replay report merge`: shard reports joined into what one unsharded run gives. Exit 0 if
+/// no case differs, 1 if some do.
+pub fn merge(args: MergeArgs, _ui: &Ui) -> anyhow::Result<i32> {
+    let mut reports = Vec::new();
+    for p in &args.reports {
+        let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        let r: harness::report::Report = serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not a replay diff --json report", p.display()))?;
+        reports.push(r);
+    }
+    let report = harness::report::merge(&reports)?;
+    if let Some(f) = &args.junit {
+        std::fs::write(f, harness::render::junit(&report))
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
+    if let Some(f) = &args.markdown {
+        std::fs::write(f, harness::render::markdown(&report, 5))
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
+    if let Some(f) = &args.html {
+        std::fs::write(f, harness::render::html(&report))
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(harness::render::terminal(&report, 5, false).as_bytes())?;
+    }
+    Ok(if report.different > 0 { crate::exit_codes::DIFFERENCES } else { crate::exit_codes::OK })
+}

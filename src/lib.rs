@@ -47,6 +47,12 @@ pub enum Command {
     Diff(diff_cmd::DiffArgs),
     /// Run one case through one target (or read it from a saved run) and print the observation.
     Show(diff_cmd::ShowArgs),
+    /// Reports: merge shard reports.
+    Report {
+        /// What to do.
+        #[command(subcommand)]
+        action: ReportAction,
+    },
     /// Noise: what differs between two runs of the same build.
     Noise {
         /// What to do.
@@ -69,6 +75,13 @@ pub enum Command {
         #[command(subcommand)]
         action: record_cmd::RecordAction,
     },
+}
+
+/// `replay report ...`.
+#[derive(Debug, Subcommand)]
+pub enum ReportAction {
+    /// Join the JSON reports of `--shard K/N` runs into exactly what one unsharded run gives.
+    Merge(diff_cmd::MergeArgs),
 }
 
 /// `replay noise ...`.
@@ -107,6 +120,7 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         Command::Run(args) => run_cmd::run(cli.config.as_deref(), args, ui),
         Command::Diff(args) => diff_cmd::diff(cli.config.as_deref(), args, ui),
         Command::Show(args) => diff_cmd::show(cli.config.as_deref(), args, ui),
+        Command::Report { action: ReportAction::Merge(args) } => diff_cmd::merge(args, ui),
         Command::Noise { action: NoiseAction::Learn(args) } => {
             diff_cmd::noise_learn(cli.config.as_deref(), args, ui)
         }

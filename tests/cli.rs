@@ -669,3 +669,39 @@ fn the_html_report_shows_its_clusters_in_a_real_browser() {
     assert!(dom.contains("<details id=\"cluster-1\" open=\"\">"), "{dom}");
     assert!(dom.contains("$.payload.fnv1a64"), "{dom}");
 }
+
+#[test]
+fn shard_reports_merge_into_exactly_the_unsharded_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let diff = |extra: &[&str]| {
+        let mut args = vec!["diff", "--a", "serializer-v1", "--b", "serializer-v2", "--json"];
+        args.extend_from_slice(extra);
+        let out = replay_in(root_dir(), &args);
+        assert_eq!(out.status.code(), Some(exit_codes::DIFFERENCES), "{}", text(&out.stderr));
+        out.stdout
+    };
+    let whole: serde_json::Value = serde_json::from_slice(&diff(&[])).unwrap();
+    let mut files = Vec::new();
+    for k in 1..=3 {
+        let f = tmp.path().join(format!("shard-{k}.json"));
+        fs::write(&f, diff(&["--shard", &format!("{k}/3")])).unwrap();
+        files.push(f);
+    }
+    let mut args = vec!["report", "merge", "--json"];
+    args.extend(files.iter().map(|f| s(f)));
+    let out = replay(&args);
+    assert_eq!(out.status.code(), Some(exit_codes::DIFFERENCES), "{}", text(&out.stderr));
+    let merged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(merged, whole);
+    // Reports of different runs do not merge.
+    let other = tmp.path().join("other.json");
+    let out = replay_in(root_dir(), &["diff", "--a", "local", "--b", "prod-wasm", "--json"]);
+    fs::write(&other, out.stdout).unwrap();
+    let out = replay(&["report", "merge", s(&files[0]), s(&other)]);
+    assert_eq!(out.status.code(), Some(exit_codes::INPUT_ERROR));
+    assert!(
+        text(&out.stderr).contains("report 2 is not a shard of the same run: side a differs"),
+        "{}",
+        text(&out.stderr)
+    );
+}

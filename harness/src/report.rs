@@ -388,3 +388,110 @@ pub fn curl(case: &Case) -> Option<String> {
     }
     Some(cmd)
 }
+
+/// Why shard reports could not be merged.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// No report given.
+    #[error("no report to merge")]
+    Empty,
+    /// The reports are not shards of one run.
+    #[error("report {index} is not a shard of the same run: {what} differs ({a:?} vs {b:?})")]
+    Mismatch {
+        /// 1-based position of the odd report.
+        index: usize,
+        /// What differs.
+        what: &'static str,
+        /// The first report's value.
+        a: String,
+        /// This report's value.
+        b: String,
+    },
+}
+
+/// Joins the reports of shards of one run (`--shard K/N` for every K) into exactly the report
+/// one unsharded run gives: counts add up, each cluster keeps the three smallest examples
+/// over all shards and the smallest one's diff, a rule is unused only if no shard used it.
+pub fn merge(reports: &[Report]) -> Result<Report, MergeError> {
+    let first = reports.first().ok_or(MergeError::Empty)?;
+    let unsharded =
+        |sel: &[String]| sel.iter().filter(|s| !s.starts_with("--shard")).cloned().collect::<Vec<_>>();
+    for (i, r) in reports.iter().enumerate().skip(1) {
+        let checks: [(&'static str, String, String); 4] = [
+            ("side a", format!("{:?}", first.a), format!("{:?}", r.a)),
+            ("side b", format!("{:?}", first.b), format!("{:?}", r.b)),
+            ("corpus", first.corpus.clone(), r.corpus.clone()),
+            ("selection", unsharded(&first.selection).join(" "), unsharded(&r.selection).join(" ")),
+        ];
+        for (what, a, b) in checks {
+            if a != b {
+                return Err(MergeError::Mismatch { index: i + 1, what, a, b });
+            }
+        }
+    }
+    let mut out = first.clone();
+    out.selection = unsharded(&first.selection);
+    out.cases = reports.iter().map(|r| r.cases).sum();
+    out.same = reports.iter().map(|r| r.same).sum();
+    out.different = reports.iter().map(|r| r.different).sum();
+    out.inconclusive = reports.iter().map(|r| r.inconclusive).sum();
+    out.noise_only = reports.iter().map(|r| r.noise_only).sum();
+    out.inconclusive_reasons = BTreeMap::new();
+    for r in reports {
+        for (k, v) in &r.inconclusive_reasons {
+            *out.inconclusive_reasons.entry(k.clone()).or_default() += v;
+        }
+    }
+    let mut noise: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for r in reports {
+        for n in &r.noise {
+            *noise.entry((n.signature.clone(), n.side.clone())).or_default() += n.cases;
+        }
+    }
+    let mut noise: Vec<Noise> =
+        noise.into_iter().map(|((signature, side), cases)| Noise { signature, side, cases }).collect();
+    noise.sort_by(|x, y| {
+        y.cases.cmp(&x.cases).then_with(|| (&x.signature, &x.side).cmp(&(&y.signature, &y.side)))
+    });
+    out.noise = noise;
+    out.unused_rules = first
+        .unused_rules
+        .iter()
+        .filter(|u| reports.iter().all(|r| r.unused_rules.contains(u)))
+        .cloned()
+        .collect();
+    let mut clusters: HashMap<Vec<String>, Cluster> = HashMap::new();
+    for r in reports {
+        for c in &r.clusters {
+            match clusters.get_mut(&c.signature) {
+                None => {
+                    clusters.insert(c.signature.clone(), c.clone());
+                }
+                Some(m) => {
+                    m.count += c.count;
+                    let before = m.examples[0].clone();
+                    m.examples.extend(c.examples.iter().cloned());
+                    m.examples.sort_by_key(|e| (e.size, e.case));
+                    m.examples.dedup_by_key(|e| e.case);
+                    m.examples.truncate(EXAMPLES);
+                    if m.examples[0] != before {
+                        m.representative = c.representative.clone();
+                        m.reproduce = c.reproduce.clone();
+                        m.curl = c.curl.clone();
+                    }
+                }
+            }
+        }
+    }
+    let total = out.cases.max(1) as f64;
+    let mut clusters: Vec<Cluster> = clusters.into_values().collect();
+    for c in &mut clusters {
+        c.share = c.count as f64 / total;
+    }
+    clusters.sort_by(|x, y| y.count.cmp(&x.count).then_with(|| x.signature.cmp(&y.signature)));
+    out.clusters = clusters;
+    out.verbose = reports.iter().flat_map(|r| r.verbose.iter().cloned()).collect();
+    out.verbose.sort_by_key(|e| e.case);
+    out.problems = reports.iter().flat_map(|r| r.problems.iter().cloned()).collect();
+    Ok(out)
+}

@@ -14,6 +14,7 @@ pub mod exit_codes;
 pub mod natives;
 mod output;
 mod record_cmd;
+mod review_cmd;
 mod run_cmd;
 
 use output::Ui;
@@ -47,6 +48,10 @@ pub enum Command {
     Diff(diff_cmd::DiffArgs),
     /// Run one case through one target (or read it from a saved run) and print the observation.
     Show(diff_cmd::ShowArgs),
+    /// Review pending scenario baselines: accept or reject each new, grown or vanished cluster.
+    Review(review_cmd::ReviewArgs),
+    /// Accept pending scenario baselines as they are (all, or the named scenarios).
+    Accept(review_cmd::AcceptArgs),
     /// Reports: merge shard reports.
     Report {
         /// What to do.
@@ -121,6 +126,8 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         Command::Diff(args) => diff_cmd::diff(cli.config.as_deref(), args, ui),
         Command::Show(args) => diff_cmd::show(cli.config.as_deref(), args, ui),
         Command::Report { action: ReportAction::Merge(args) } => diff_cmd::merge(args, ui),
+        Command::Review(args) => review_cmd::review(args, ui),
+        Command::Accept(args) => review_cmd::accept(args, ui),
         Command::Noise { action: NoiseAction::Learn(args) } => {
             diff_cmd::noise_learn(cli.config.as_deref(), args, ui)
         }

@@ -705,3 +705,54 @@ fn shard_reports_merge_into_exactly_the_unsharded_report() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn review_accepts_and_rejects_cluster_by_cluster_and_accept_takes_all() {
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("scenarios");
+    fs::create_dir_all(&dir).unwrap();
+    let scenario = format!(
+        "corpus = {:?}\nconfig = {:?}\na = \"local\"\nb = \"prod-wasm\"\nexpect = \"baseline\"\nbaseline = \"edge.baseline.toml\"\n",
+        sample(),
+        root_dir().join("replay.toml")
+    );
+    fs::write(dir.join("edge.toml"), scenario).unwrap();
+    let old = "[[accepted]]\nsignature = [\"removed $.old\"]\nnote = \"was accepted\"\n";
+    let pending = "[[accepted]]\nsignature = [\"changed $.payload.fnv1a64\", \"changed $.payload.head\"]\ncases = 548\n\n\
+                   [[accepted]]\nsignature = [\"added $.other\"]\ncases = 3\n";
+    fs::write(dir.join("edge.baseline.toml"), old).unwrap();
+    fs::write(dir.join("edge.baseline.toml.pending"), pending).unwrap();
+
+    // Accept the first new cluster, reject the second, keep the vanished one.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_replay"))
+        .args(["review", "--dir", s(&dir)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"y\nn\nn\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(exit_codes::OK), "{}{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("NEW cluster, 548 cases: changed $.payload.fnv1a64; changed $.payload.head"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("VANISHED cluster: removed $.old"), "{stdout}");
+    let b = harness::scenario::read_baseline(&dir.join("edge.baseline.toml")).unwrap();
+    let sigs: Vec<String> = b.accepted.iter().map(|a| a.signature.join("; ")).collect();
+    assert_eq!(sigs, ["removed $.old", "changed $.payload.fnv1a64; changed $.payload.head"]);
+    assert_eq!(b.accepted[0].note, "was accepted");
+    assert!(!dir.join("edge.baseline.toml.pending").exists());
+
+    // `replay accept` takes a pending baseline as it is.
+    fs::write(dir.join("edge.baseline.toml.pending"), pending).unwrap();
+    let out = replay(&["accept", "--dir", s(&dir)]);
+    assert_eq!(out.status.code(), Some(exit_codes::OK), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("accepted edge"), "{}", text(&out.stdout));
+    assert_eq!(fs::read_to_string(dir.join("edge.baseline.toml")).unwrap(), pending);
+    let out = replay(&["accept", "nope", "--dir", s(&dir)]);
+    assert_eq!(out.status.code(), Some(exit_codes::INPUT_ERROR));
+}

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod corpus_cmd;
 mod diff_cmd;
 pub mod exit_codes;
+mod matrix_cmd;
 pub mod natives;
 mod output;
 mod record_cmd;
@@ -48,6 +49,9 @@ pub enum Command {
     Diff(diff_cmd::DiffArgs),
     /// Run one case through one target (or read it from a saved run) and print the observation.
     Show(diff_cmd::ShowArgs),
+    /// The nightly matrix: every target run once, each diffed against a reference (or every
+    /// pair), and what changed since the previous run. Exit 1 only on new or grown clusters.
+    Matrix(matrix_cmd::MatrixArgs),
     /// Review pending scenario baselines: accept or reject each new, grown or vanished cluster.
     Review(review_cmd::ReviewArgs),
     /// Accept pending scenario baselines as they are (all, or the named scenarios).
@@ -127,6 +131,7 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         Command::Show(args) => diff_cmd::show(cli.config.as_deref(), args, ui),
         Command::Report { action: ReportAction::Merge(args) } => diff_cmd::merge(args, ui),
         Command::Review(args) => review_cmd::review(args, ui),
+        Command::Matrix(args) => matrix_cmd::matrix(cli.config.as_deref(), args, ui),
         Command::Accept(args) => review_cmd::accept(args, ui),
         Command::Noise { action: NoiseAction::Learn(args) } => {
             diff_cmd::noise_learn(cli.config.as_deref(), args, ui)

@@ -756,3 +756,99 @@ fn review_accepts_and_rejects_cluster_by_cluster_and_accept_takes_all() {
     let out = replay(&["accept", "nope", "--dir", s(&dir)]);
     assert_eq!(out.status.code(), Some(exit_codes::INPUT_ERROR));
 }
+
+/// `demo-cli serve` with the given switches on a free port of 127.0.0.1.
+struct Deployment(std::process::Child, u16);
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn deploy(serializer: &str) -> Deployment {
+    use std::io::BufRead as _;
+    let bin = root_dir().join("target/debug/demo-cli");
+    let mut child = Command::new(bin)
+        .args(["serve", "--port", "0"])
+        .env("DEMO_SERIALIZER", serializer)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start demo-cli serve");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    Deployment(child, port)
+}
+
+#[test]
+fn a_simulated_cross_cloud_night_through_http_deployments() {
+    let built = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", "demo", "--bin", "demo-cli"])
+        .current_dir(root_dir())
+        .status()
+        .unwrap();
+    assert!(built.success());
+    let tmp = tempfile::tempdir().unwrap();
+    let night = |name: &str, serializers: [&str; 3], previous: Option<&Path>| {
+        let deps: Vec<Deployment> = serializers.iter().map(|s| deploy(s)).collect();
+        let cfg = tmp.path().join(format!("{name}.toml"));
+        let mut text = format!("corpus = {:?}\n", sample());
+        for (t, d) in ["cloud-a", "cloud-b", "edge-c"].iter().zip(&deps) {
+            text.push_str(&format!(
+                "\n[targets.{t}]\nkind = \"http\"\nurl = \"http://127.0.0.1:{}\"\nconcurrency = 4\n",
+                d.1
+            ));
+        }
+        fs::write(&cfg, text).unwrap();
+        let out_dir = tmp.path().join(name);
+        let md = tmp.path().join(format!("{name}.md"));
+        let mut args = vec![
+            "--config",
+            s(&cfg),
+            "matrix",
+            "--targets",
+            "cloud-a,cloud-b,edge-c",
+            "--out",
+            s(&out_dir),
+            "--limit",
+            "400",
+            "--markdown",
+            s(&md),
+        ];
+        if let Some(p) = previous {
+            args.extend(["--previous", s(p)]);
+        }
+        let out = replay(&args);
+        drop(deps);
+        (out, out_dir.join("matrix.json"), fs::read_to_string(md).unwrap())
+    };
+    // Night 1: every deployment runs the same build.
+    let (out, m1, md) = night("night1", ["v2", "v2", "v2"], None);
+    assert_eq!(out.status.code(), Some(exit_codes::OK), "{}{}", text(&out.stdout), text(&out.stderr));
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(&m1).unwrap()).unwrap();
+    assert_eq!(m["pairs"].as_array().unwrap().len(), 2);
+    assert!(
+        m["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["report"]["different"] == 0 && p["report"]["cases"] == 400),
+        "{m}"
+    );
+    assert!(md.contains("| `cloud-a` | 0 (0) | 0 (0) |"), "{md}");
+    // Night 2: the edge rolled back to the old serializer: new clusters, exit 1.
+    let (out, _, md) = night("night2", ["v2", "v2", "v1"], Some(&m1));
+    assert_eq!(
+        out.status.code(),
+        Some(exit_codes::DIFFERENCES),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("NEW      cloud-a vs edge-c: added $.body.metadata"), "{stdout}");
+    assert!(!stdout.contains("cloud-a vs cloud-b: added"), "{stdout}");
+    assert!(md.contains("### Since the previous run"), "{md}");
+}

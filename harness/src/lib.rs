@@ -20,6 +20,7 @@ pub mod diff;
 pub mod engine;
 pub mod http;
 pub mod input;
+pub mod matrix;
 pub mod observation;
 pub mod process;
 pub mod recorded;

@@ -336,15 +336,62 @@ pub struct MergeArgs {
     /// Also write it as HTML.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// For matrices: the previous night's matrix.json, to report new, grown and vanished
+    /// clusters of the merged matrix.
+    #[arg(long, value_name = "MATRIX_JSON")]
+    pub previous: Option<PathBuf>,
+    /// For matrices: a cluster has grown past this fraction more cases.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.1)]
+    pub grow_threshold: f64,
 }
 
-/// `replay report merge`: shard reports joined into what one unsharded run gives. Exit 0 if
-/// no case differs, 1 if some do.
-pub fn merge(args: MergeArgs, _ui: &Ui) -> anyhow::Result<i32> {
-    let mut reports = Vec::new();
-    for p in &args.reports {
+/// Merges shard matrices (files with `pairs`): exit 1 only on new or grown clusters.
+fn merge_matrices(args: &MergeArgs, texts: &[Vec<u8>]) -> anyhow::Result<i32> {
+    let mut shards = Vec::new();
+    for (t, p) in texts.iter().zip(&args.reports) {
+        let m: harness::matrix::Matrix = serde_json::from_slice(t)
+            .with_context(|| format!("{} is not a replay matrix.json", p.display()))?;
+        shards.push(m);
+    }
+    let mut m = harness::matrix::Matrix::merge(&shards)?;
+    if let Some(p) = &args.previous {
         let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-        let r: harness::report::Report = serde_json::from_slice(&text)
+        let prev: harness::matrix::Matrix =
+            serde_json::from_slice(&text).with_context(|| format!("{} is not a matrix.json", p.display()))?;
+        m.compare_with(&prev, args.grow_threshold);
+    }
+    if let Some(f) = &args.markdown {
+        std::fs::write(f, m.markdown()).with_context(|| format!("writing {}", f.display()))?;
+    }
+    if let Some(f) = &args.html {
+        std::fs::write(f, m.html()).with_context(|| format!("writing {}", f.display()))?;
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &m)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(m.terminal().as_bytes())?;
+    }
+    Ok(if m.regressed() { crate::exit_codes::DIFFERENCES } else { crate::exit_codes::OK })
+}
+
+/// `replay report merge`: shard reports (or shard matrices) joined into what one unsharded
+/// run gives. A diff report exits 1 if any case differs; a matrix only on new or grown
+/// clusters against `--previous`.
+pub fn merge(args: MergeArgs, _ui: &Ui) -> anyhow::Result<i32> {
+    let mut texts = Vec::new();
+    for p in &args.reports {
+        texts.push(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?);
+    }
+    let is_matrix =
+        serde_json::from_slice::<serde_json::Value>(&texts[0]).is_ok_and(|v| v.get("pairs").is_some());
+    if is_matrix {
+        return merge_matrices(&args, &texts);
+    }
+    let mut reports = Vec::new();
+    for (text, p) in texts.iter().zip(&args.reports) {
+        let r: harness::report::Report = serde_json::from_slice(text)
             .with_context(|| format!("{} is not a replay diff --json report", p.display()))?;
         reports.push(r);
     }

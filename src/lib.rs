@@ -89,7 +89,8 @@ pub enum Command {
 /// `replay report ...`.
 #[derive(Debug, Subcommand)]
 pub enum ReportAction {
-    /// Join the JSON reports of `--shard K/N` runs into exactly what one unsharded run gives.
+    /// Join the JSON reports (or matrix.json files) of `--shard K/N` runs into exactly what
+    /// one unsharded run gives.
     Merge(diff_cmd::MergeArgs),
 }
 

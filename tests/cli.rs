@@ -852,3 +852,79 @@ fn a_simulated_cross_cloud_night_through_http_deployments() {
     assert!(!stdout.contains("cloud-a vs cloud-b: added"), "{stdout}");
     assert!(md.contains("### Since the previous run"), "{md}");
 }
+
+#[test]
+fn sharded_matrices_merge_into_the_unsharded_matrix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |out: &Path, shard: Option<&str>| {
+        let mut args = vec!["-q", "matrix", "--targets", "local,prod-wasm,serializer-v2", "--out", s(out)];
+        if let Some(k) = shard {
+            args.extend(["--shard", k]);
+        }
+        let o = replay_in(root_dir(), &args);
+        assert_eq!(o.status.code(), Some(exit_codes::OK), "{}", text(&o.stderr));
+        out.join("matrix.json")
+    };
+    let whole = run(&tmp.path().join("whole"), None);
+    let shards: Vec<PathBuf> =
+        (1..=3).map(|k| run(&tmp.path().join(format!("s{k}")), Some(&format!("{k}/3")))).collect();
+    let mut args = vec!["report", "merge", "--json"];
+    args.extend(shards.iter().map(|p| s(p)));
+    let out = replay(&args);
+    assert_eq!(out.status.code(), Some(exit_codes::OK), "{}", text(&out.stderr));
+    let merged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let whole: serde_json::Value = serde_json::from_slice(&fs::read(whole).unwrap()).unwrap();
+    assert_eq!(merged, whole);
+    assert_eq!(merged["pairs"][0]["report"]["different"], 548);
+}
+
+/// The deploy files parse as YAML and wire shards the way `replay` expects.
+#[test]
+fn the_deploy_files_are_valid_and_shard_consistently() {
+    let check = r#"
+import sys, yaml
+gh = yaml.safe_load(open(sys.argv[1]))
+shards = gh['jobs']['shard']['strategy']['matrix']['shard']
+assert shards == list(range(1, int(gh['env']['SHARDS']) + 1)), shards
+run = ' '.join(s.get('run', '') for s in gh['jobs']['shard']['steps'])
+assert '--shard ${{ matrix.shard }}/${{ env.SHARDS }}' in run, run
+merge = ' '.join(s.get('run', '') for s in gh['jobs']['merge']['steps'])
+assert gh['jobs']['merge']['needs'] == 'shard'
+assert 'replay report merge' in merge and 'GITHUB_STEP_SUMMARY' in merge, merge
+k8s = yaml.safe_load(open(sys.argv[2]))
+spec = k8s['spec']
+assert spec['completionMode'] == 'Indexed'
+env = {e['name']: e['value'] for e in spec['template']['spec']['containers'][0]['env']}
+assert spec['completions'] == int(env['SHARDS']), (spec['completions'], env)
+args = spec['template']['spec']['containers'][0]['args'][0]
+assert '--shard "$((JOB_COMPLETION_INDEX + 1))/$SHARDS"' in args, args
+print('ok')
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(check)
+        .arg(root_dir().join("deploy/github-actions-nightly.yml"))
+        .arg(root_dir().join("deploy/k8s-indexed-job.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    // The shard arithmetic the Job uses: indexes 0..N-1 map to shards 1..N, which `replay`
+    // accepts and which together cover the corpus.
+    for k in 0..4 {
+        let out = replay_in(
+            root_dir(),
+            &[
+                "run",
+                "-t",
+                "local",
+                "-o",
+                s(&tempfile::tempdir().unwrap().path().join("r")),
+                "--shard",
+                &format!("{}/4", k + 1),
+                "--limit",
+                "1",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(exit_codes::OK), "{}", text(&out.stderr));
+    }
+}

@@ -53,6 +53,37 @@ pub struct Matrix {
 }
 
 impl Matrix {
+    /// Joins the matrices of shards of one night (`replay matrix --shard K/N`) into what one
+    /// unsharded run gives: each pair's reports merged ([`crate::report::merge`]). Changes
+    /// are not carried over: compare the merged matrix with the previous one afterwards.
+    pub fn merge(shards: &[Matrix]) -> Result<Matrix, crate::report::MergeError> {
+        let first = shards.first().ok_or(crate::report::MergeError::Empty)?;
+        let mut pairs = Vec::new();
+        for p in &first.pairs {
+            let mut reports = Vec::new();
+            for (i, m) in shards.iter().enumerate() {
+                let q = m.pairs.iter().find(|q| q.a == p.a && q.b == p.b).ok_or_else(|| {
+                    crate::report::MergeError::Mismatch {
+                        index: i + 1,
+                        what: "pairs",
+                        a: format!("{} vs {}", p.a, p.b),
+                        b: "missing".into(),
+                    }
+                })?;
+                reports.push(q.report.clone());
+            }
+            pairs.push(Pair { a: p.a.clone(), b: p.b.clone(), report: crate::report::merge(&reports)? });
+        }
+        Ok(Matrix {
+            format_version: first.format_version,
+            targets: first.targets.clone(),
+            reference: first.reference.clone(),
+            pairs,
+            changes: Vec::new(),
+            compared_with_previous: false,
+        })
+    }
+
     /// Compares with the previous night's matrix: for every pair present in both, clusters
     /// that are new, grown by more than `threshold` (a fraction), or vanished.
     pub fn compare_with(&mut self, previous: &Matrix, threshold: f64) {

@@ -674,7 +674,8 @@ fn the_html_report_shows_its_clusters_in_a_real_browser() {
 fn shard_reports_merge_into_exactly_the_unsharded_report() {
     let tmp = tempfile::tempdir().unwrap();
     let diff = |extra: &[&str]| {
-        let mut args = vec!["diff", "--a", "serializer-v1", "--b", "serializer-v2", "--json"];
+        // --verbose: every differing case is in the report, so equality is case for case.
+        let mut args = vec!["diff", "--a", "serializer-v1", "--b", "serializer-v2", "--json", "--verbose"];
         args.extend_from_slice(extra);
         let out = replay_in(root_dir(), &args);
         assert_eq!(out.status.code(), Some(exit_codes::DIFFERENCES), "{}", text(&out.stderr));
@@ -692,6 +693,7 @@ fn shard_reports_merge_into_exactly_the_unsharded_report() {
     let out = replay(&args);
     assert_eq!(out.status.code(), Some(exit_codes::DIFFERENCES), "{}", text(&out.stderr));
     let merged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(merged["verbose"].as_array().unwrap().len(), 360);
     assert_eq!(merged, whole);
     // Reports of different runs do not merge.
     let other = tmp.path().join("other.json");
@@ -851,6 +853,11 @@ fn a_simulated_cross_cloud_night_through_http_deployments() {
     assert!(stdout.contains("NEW      cloud-a vs edge-c: added $.body.metadata"), "{stdout}");
     assert!(!stdout.contains("cloud-a vs cloud-b: added"), "{stdout}");
     assert!(md.contains("### Since the previous run"), "{md}");
+    // Night 3: the same builds as night 2, compared with night 2: nothing new, exit 0.
+    let m2 = tmp.path().join("night2/matrix.json");
+    let (out, _, _) = night("night3", ["v2", "v2", "v1"], Some(&m2));
+    assert_eq!(out.status.code(), Some(exit_codes::OK), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("since the previous run: 0 change(s)"), "{}", text(&out.stdout));
 }
 
 #[test]
@@ -927,4 +934,97 @@ print('ok')
         );
         assert_eq!(out.status.code(), Some(exit_codes::OK), "{}", text(&out.stderr));
     }
+}
+
+#[test]
+fn a_deliberately_broken_build_fails_the_right_scenario_with_a_readable_cluster() {
+    // The same targets, but the "wasm" build has the edge bug switched on.
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = fs::read_to_string(root_dir().join("replay.toml")).unwrap();
+    let broken = cfg.replace(
+        "description = \"the demo's Wasm build with the edge buffer off\"",
+        "description = \"a broken build\"\nenv = { DEMO_SERIALIZER = \"v2\", DEMO_EDGE_BUFFER = \"1\" }",
+    );
+    let broken = broken.replacen(
+        "env = { DEMO_SERIALIZER = \"v2\" }\ntimeout_ms = 2000\nmemory_mb = 64\n\n[targets.wasm-command]",
+        "timeout_ms = 2000\nmemory_mb = 64\n\n[targets.wasm-command]",
+        1,
+    );
+    assert_ne!(broken, cfg);
+    let base = root_dir().to_path_buf();
+    let broken = broken.replace("corpus = \"corpora/samples/demo\"", &format!("corpus = {:?}", sample()));
+    let broken = broken.replace("module = \"target/", &format!("module = \"{}/target/", base.display()));
+    let broken = broken.replace("command = [\"target/", &format!("command = [\"{}/target/", base.display()));
+    let broken = broken.replace("build = \"rustup", &format!("build = \"cd {} && rustup", base.display()));
+    let broken = broken.replace("build = \"cargo", &format!("build = \"cd {} && cargo", base.display()));
+    fs::write(tmp.path().join("replay.toml"), broken).unwrap();
+    let scen = fs::read_to_string(root_dir().join("scenarios/native-vs-wasm.toml"))
+        .unwrap()
+        .replace("\"../corpora/samples/demo\"", &format!("{:?}", sample()));
+    let dir = tmp.path().join("scenarios");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("native-vs-wasm.toml"), scen).unwrap();
+    let s = harness::scenario::Scenario::load(&dir.join("native-vs-wasm.toml")).unwrap();
+    let checked = s.run(&replay_cli::natives::registry()).unwrap();
+    assert!(!checked.passed());
+    let msg = checked.explain(&s);
+    assert!(
+        msg.contains("NEW cluster, 548 cases: changed $.payload.fnv1a64; changed $.payload.head"),
+        "{msg}"
+    );
+    assert!(msg.contains("$.payload.fnv1a64") && msg.contains("replay show"), "{msg}");
+}
+
+/// `replay review` driven through a pseudo-terminal, as a person would use it.
+#[test]
+fn review_works_in_a_pseudo_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("scenarios");
+    fs::create_dir_all(&dir).unwrap();
+    let scenario = format!(
+        "corpus = {:?}\nconfig = {:?}\na = \"local\"\nb = \"prod-wasm\"\nexpect = \"baseline\"\nbaseline = \"edge.baseline.toml\"\n",
+        sample(),
+        root_dir().join("replay.toml")
+    );
+    fs::write(dir.join("edge.toml"), scenario).unwrap();
+    fs::write(dir.join("edge.baseline.toml"), "").unwrap();
+    fs::write(
+        dir.join("edge.baseline.toml.pending"),
+        "[[accepted]]\nsignature = [\"changed $.payload.fnv1a64\", \"changed $.payload.head\"]\ncases = 548\n",
+    )
+    .unwrap();
+    let drive = r#"
+import os, pty, sys
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], 'review', '--dir', sys.argv[2]])
+out = b''
+answered = False
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+    if not answered and b'accept?' in out:
+        os.write(fd, b'y\n')
+        answered = True
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode('utf-8', 'replace'))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(drive)
+        .arg(env!("CARGO_BIN_EXE_replay"))
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("NEW cluster, 548 cases"), "{}", text(&out.stdout));
+    let b = harness::scenario::read_baseline(&dir.join("edge.baseline.toml")).unwrap();
+    assert_eq!(b.accepted.len(), 1);
+    assert!(!dir.join("edge.baseline.toml.pending").exists());
 }

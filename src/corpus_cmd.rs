@@ -59,6 +59,9 @@ pub enum CorpusAction {
         #[arg(required = true, value_name = "FILE.jsonl")]
         files: Vec<PathBuf>,
     },
+    /// Report anything that still looks like a secret: a value in a secret header that is not a
+    /// redaction placeholder, an API-key shape or e-mail address in a body. Exit 1 if found.
+    Scan,
     /// Rewrite the corpus into full segments, dropping damaged bytes and duplicate records.
     /// Crash-safe: an interrupted compaction leaves the old corpus or the new one.
     Compact,
@@ -69,6 +72,8 @@ pub enum CorpusAction {
 pub enum ExportFormat {
     /// One JSON object per case per line.
     Jsonl,
+    /// A HAR 1.2 document of the HTTP exchange cases (other kinds are left out).
+    Har,
 }
 
 fn parse_kind(s: &str) -> Result<CaseKind, String> {
@@ -82,7 +87,8 @@ pub fn run(dir: Option<PathBuf>, action: CorpusAction, ui: &Ui) -> anyhow::Resul
         CorpusAction::Ls { kind, limit } => ls(&dir, kind, limit, ui),
         CorpusAction::Show { id } => show(&dir, &id, ui),
         CorpusAction::Verify => verify(&dir, ui),
-        CorpusAction::Export { format: ExportFormat::Jsonl, out } => export(&dir, out.as_deref(), ui),
+        CorpusAction::Export { format, out } => export(&dir, format, out.as_deref(), ui),
+        CorpusAction::Scan => scan(&dir, ui),
         CorpusAction::Import { files } => import(&dir, &files, ui),
         CorpusAction::Compact => compact(&dir, ui),
     }
@@ -401,7 +407,7 @@ fn verify(dir: &Path, ui: &Ui) -> anyhow::Result<i32> {
     }
 }
 
-fn export(dir: &Path, out: Option<&Path>, ui: &Ui) -> anyhow::Result<i32> {
+fn export(dir: &Path, format: ExportFormat, out: Option<&Path>, ui: &Ui) -> anyhow::Result<i32> {
     let corpus = open(dir)?;
     let sink: Box<dyn Write> = match out {
         None => Box::new(io::stdout().lock()),
@@ -417,6 +423,21 @@ fn export(dir: &Path, out: Option<&Path>, ui: &Ui) -> anyhow::Result<i32> {
     };
     let mut w = BufWriter::with_capacity(1 << 20, sink);
     let mut n = 0u64;
+    if let ExportFormat::Har = format {
+        // HAR is one JSON document: the HTTP cases are gathered, then written.
+        let mut cases = Vec::new();
+        for_each_case(&corpus, ui, "exporting", |case| {
+            if case.kind() == CaseKind::Http {
+                cases.push(case);
+            }
+            Ok(true)
+        })?;
+        serde_json::to_writer_pretty(&mut w, &recorders::har::export(cases.iter()))?;
+        writeln!(w)?;
+        w.flush()?;
+        ui.note(format!("exported {} HTTP exchanges as HAR", cases.len()));
+        return Ok(ui.exit_code());
+    }
     for_each_case(&corpus, ui, "exporting", |case| {
         jsonl::write_case(&mut w, &case)?;
         n += 1;
@@ -425,6 +446,24 @@ fn export(dir: &Path, out: Option<&Path>, ui: &Ui) -> anyhow::Result<i32> {
     w.flush()?;
     ui.note(format!("exported {n} cases"));
     Ok(ui.exit_code())
+}
+
+fn scan(dir: &Path, ui: &Ui) -> anyhow::Result<i32> {
+    let corpus = open(dir)?;
+    // The key does not matter for finding secrets; only placeholders are recognised.
+    let r = recorders::redact::Redactor::new([0; 32], &recorders::redact::RedactRules::default())?;
+    let mut out = io::stdout().lock();
+    let (mut cases, mut findings) = (0u64, 0u64);
+    for_each_case(&corpus, ui, "scanning", |case| {
+        cases += 1;
+        for (place, what) in r.scan(&case) {
+            findings += 1;
+            writeln!(out, "{}  {place}: {what}", case.id())?;
+        }
+        Ok(true)
+    })?;
+    writeln!(out, "scanned {cases} cases: {findings} possible secret(s)")?;
+    Ok(if findings > 0 { crate::exit_codes::DIFFERENCES } else { ui.exit_code() })
 }
 
 fn import(dir: &Path, files: &[PathBuf], ui: &Ui) -> anyhow::Result<i32> {

@@ -29,6 +29,16 @@ pub enum RecordAction {
         #[arg(long, default_value = "http,packets", value_parser = parse_keep)]
         keep: Keep,
     },
+    /// Import HAR files (browser and tool exports; `-` for stdin) as HTTP exchange cases,
+    /// redacted before they reach disk. Bad entries are named and skipped.
+    Har {
+        /// HAR files.
+        #[arg(required = true, value_name = "FILE.har")]
+        files: Vec<PathBuf>,
+        /// The corpus to write (created if needed, appended to otherwise).
+        #[arg(long, short, value_name = "CORPUS")]
+        out: PathBuf,
+    },
     /// Capture from a network interface through libpcap into the same pipeline as `pcap`.
     /// Stops on Ctrl-C (SIGINT), after --duration or after --count packets, and reports what the
     /// kernel dropped. Needs permission to capture (root or CAP_NET_RAW).
@@ -85,6 +95,7 @@ impl<R: Read> Read for Counting<R> {
 pub fn run(action: RecordAction, ui: &Ui) -> anyhow::Result<i32> {
     match action {
         RecordAction::Pcap { captures, out, keep } => pcap(&captures, &out, keep, ui),
+        RecordAction::Har { files, out } => har(&files, &out, ui),
         RecordAction::Live { interface, filter, duration, count, out, keep } => {
             let opts = recorders::live::LiveOptions {
                 interface,
@@ -95,6 +106,44 @@ pub fn run(action: RecordAction, ui: &Ui) -> anyhow::Result<i32> {
             live(&opts, &out, keep, ui)
         }
     }
+}
+
+fn har(files: &[PathBuf], out: &std::path::Path, ui: &Ui) -> anyhow::Result<i32> {
+    let key = recorders::redact::key().context("reading the redaction key")?;
+    let redactor = recorders::redact::Redactor::new(key, &recorders::redact::RedactRules::default())?;
+    let mut writer = CorpusWriter::open_or_create(out, WriterOptions::default())?;
+    writer.problems().iter().for_each(|p| ui.problem(p));
+    let (mut new, mut dup, mut redacted, mut skipped) = (0u64, 0u64, 0u64, 0usize);
+    for f in files {
+        let name = f.display().to_string();
+        let imported = recorders::har::import(&name)?;
+        for why in &imported.skipped {
+            eprintln!("warning: {why}");
+        }
+        skipped += imported.skipped.len();
+        for mut case in imported.cases {
+            redactor.case(&mut case);
+            if case.flags.iter().any(|f| matches!(f, corpora::Flag::Redacted { .. })) {
+                redacted += 1;
+            }
+            match writer.append(&case)? {
+                corpora::Appended::New => new += 1,
+                corpora::Appended::Duplicate => dup += 1,
+            }
+        }
+    }
+    writer.add_recording(serde_json::json!({
+        "recorder": "har", "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        "cases": new, "duplicates": dup, "redacted": redacted, "skipped_entries": skipped,
+    }));
+    writer.close()?;
+    if !ui.is_quiet() {
+        println!(
+            "imported {new} exchanges ({dup} already present, {redacted} redacted, {skipped} entries skipped) into {}",
+            out.display()
+        );
+    }
+    Ok(if skipped > 0 { crate::exit_codes::INPUT_ERROR } else { ui.exit_code() })
 }
 
 fn pcap(captures: &[PathBuf], out: &std::path::Path, keep: Keep, ui: &Ui) -> anyhow::Result<i32> {

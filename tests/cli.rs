@@ -1028,3 +1028,65 @@ sys.exit(os.waitstatus_to_exitcode(status))
     assert_eq!(b.accepted.len(), 1);
     assert!(!dir.join("edge.baseline.toml.pending").exists());
 }
+
+#[test]
+fn har_import_redacts_before_disk_and_scan_and_export_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = "sk-canaryZYXWVUTSRQPONMLKJIHGFEDCBA0123";
+    let har = format!(
+        r#"{{"log":{{"version":"1.2","entries":[{{"startedDateTime":"2026-11-21T10:00:00Z",
+        "request":{{"method":"POST","url":"https://api.example.test/v1/chat","httpVersion":"HTTP/1.1",
+          "headers":[{{"name":"Authorization","value":"Bearer {secret}"}},{{"name":"Content-Type","value":"application/json"}},{{"name":"OpenAI-Organization","value":"org-{secret}"}}],
+          "postData":{{"mimeType":"application/json","text":"{{\"key\":\"{secret}\",\"email\":\"ada@example.com\",\"q\":\"hi\"}}"}}}},
+        "response":{{"status":200,"statusText":"OK","httpVersion":"HTTP/1.1","headers":[{{"name":"Set-Cookie","value":"s={secret}"}},{{"name":"Content-Type","value":"text/plain"}}],
+          "content":{{"size":10,"mimeType":"text/plain","text":"echo {secret}"}}}}}}]}}}}"#
+    );
+    let file = tmp.path().join("in.har");
+    fs::write(&file, har).unwrap();
+    let corpus = tmp.path().join("c");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_replay"))
+            .args(args)
+            .env("REPLAY_REDACT_KEY", "11".repeat(32))
+            .env_remove("REPLAY_CORPUS")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["record", "har", s(&file), "--out", s(&corpus)]);
+    assert_eq!(out.status.code(), Some(exit_codes::OK), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("imported 1 exchanges (0 already present, 1 redacted"),
+        "{}",
+        text(&out.stdout)
+    );
+    for entry in fs::read_dir(corpus.join("segments")).unwrap() {
+        let bytes = fs::read(entry.unwrap().path()).unwrap();
+        assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "the secret reached disk");
+        assert!(!bytes.windows(15).any(|w| w == b"ada@example.com"));
+    }
+    let out = run(&["corpus", "scan", "-c", s(&corpus)]);
+    assert_eq!(out.status.code(), Some(exit_codes::OK), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("scanned 1 cases: 0 possible secret(s)"));
+    // The export is HAR again, with the placeholders.
+    let exported = tmp.path().join("out.har");
+    let out = run(&["corpus", "export", "--format", "har", "-c", s(&corpus), "--out", s(&exported)]);
+    assert_eq!(out.status.code(), Some(exit_codes::OK), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&exported).unwrap()).unwrap();
+    let headers = v["log"]["entries"][0]["request"]["headers"].as_array().unwrap();
+    let auth = headers.iter().find(|h| h["name"] == "Authorization").unwrap();
+    assert!(auth["value"].as_str().unwrap().starts_with("[redacted:"), "{auth}");
+    // A corpus recorded without redaction is caught by the scan.
+    let leaky = tmp.path().join("leaky.jsonl");
+    fs::write(
+        &leaky,
+        format!(
+            "{{\"data\":{{\"message\":{{\"content_type\":\"text/plain\",\"input\":\"token {secret}\"}}}}}}\n"
+        ),
+    )
+    .unwrap();
+    let c2 = tmp.path().join("c2");
+    assert_eq!(run(&["corpus", "import", "-c", s(&c2), s(&leaky)]).status.code(), Some(exit_codes::OK));
+    let out = run(&["corpus", "scan", "-c", s(&c2)]);
+    assert_eq!(out.status.code(), Some(exit_codes::DIFFERENCES));
+    assert!(text(&out.stdout).contains("message input: sk-canar"), "{}", text(&out.stdout));
+}

@@ -161,6 +161,13 @@ pub enum Flag {
     NoResponse,
     /// A response whose request was never seen.
     NoRequest,
+    /// Secrets were replaced by placeholders before the case reached disk; `fields` says
+    /// where (`request header authorization`, `response body`, ...). A redacted body is
+    /// stored decoded (its content and transfer coding removed).
+    Redacted {
+        /// Where values were replaced.
+        fields: Vec<String>,
+    },
     /// The packet was cut by the capture's snap length.
     Snapped {
         /// The packet's length on the wire.

@@ -7,9 +7,11 @@ HAR import come with their issue.
 pub mod capture;
 pub mod decode;
 pub mod defrag;
+pub mod har;
 pub mod http;
 #[cfg(feature = "live")]
 pub mod live;
 pub mod out;
 pub mod pcap;
+pub mod redact;
 pub mod tcp;

@@ -1,0 +1,508 @@
+//! Redaction before anything reaches disk, shared by every recorder.
+//!
+//! Secrets are replaced by a stable placeholder derived from a keyed hash of the secret
+//! (`[redacted:3f9a1c0b7d2e]`), so equal secrets stay equal and diffs still line up, while the
+//! placeholder reveals nothing without the key. What is redacted:
+//! - headers, request and response, by name: a default list (`Authorization`,
+//!   `Proxy-Authorization`, `Cookie`, `Set-Cookie`, `X-Api-Key`, `Api-Key`, provider
+//!   organisation and project headers) plus the configured ones;
+//! - JSON bodies at configured paths (`$.api_key`, `$..password`), after the body is decoded
+//!   (chunking, gzip, deflate, br removed);
+//! - any text body or JSON string matching a secret pattern: API-key shapes and e-mail
+//!   addresses by default, plus configured regular expressions.
+//!
+//! A body that had to be changed is stored decoded (its coding headers adjusted) and the case
+//! is flagged [`Flag::Redacted`] with where.
+
+use corpora::value::{self, Value};
+use corpora::{Blob, Case, CaseData, Flag, Header, body};
+use regex::Regex;
+
+/// Header names redacted by default (lowercase).
+pub const DEFAULT_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "api-key",
+    "openai-organization",
+    "openai-project",
+    "anthropic-api-key",
+    "x-goog-api-key",
+    "x-amz-security-token",
+    "x-auth-token",
+];
+
+/// Secret shapes redacted by default wherever they appear in a body.
+pub const DEFAULT_PATTERNS: &[&str] = &[
+    // Provider API keys: OpenAI/Anthropic style, GitHub tokens, AWS access key ids, Slack, Google.
+    r"sk-(?:ant-)?[A-Za-z0-9_\-]{20,}",
+    r"gh[pousr]_[A-Za-z0-9]{30,}",
+    r"AKIA[0-9A-Z]{16}",
+    r"xox[baprs]-[A-Za-z0-9\-]{10,}",
+    r"AIza[0-9A-Za-z_\-]{35}",
+    // Bearer tokens written into text.
+    r"(?i)bearer\s+[A-Za-z0-9._~+/\-]{20,}=*",
+    // E-mail addresses.
+    r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}",
+];
+
+/// What to redact, beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct RedactRules {
+    /// More header names.
+    pub headers: Vec<String>,
+    /// JSON paths: `$.a.b` (exact) or `$..name` (a key at any depth).
+    pub json_paths: Vec<String>,
+    /// More regular expressions for text.
+    pub patterns: Vec<String>,
+}
+
+/// Why redaction rules could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RedactError {
+    /// A pattern is not a valid regular expression.
+    #[error("redaction pattern {pattern:?}: {message}")]
+    Pattern {
+        /// The pattern.
+        pattern: String,
+        /// What the regex compiler said.
+        message: String,
+    },
+    /// A JSON path is not `$.a.b` or `$..name`.
+    #[error("redaction path {0:?}: expected $.a.b or $..name")]
+    Path(String),
+}
+
+enum JsonPath {
+    Exact(Vec<String>),
+    Anywhere(String),
+}
+
+/// Applies the rules with a key.
+pub struct Redactor {
+    key: [u8; 32],
+    headers: Vec<String>,
+    paths: Vec<JsonPath>,
+    patterns: Vec<Regex>,
+}
+
+impl Redactor {
+    /// A redactor with the default lists plus `rules`, keyed by `key`.
+    pub fn new(key: [u8; 32], rules: &RedactRules) -> Result<Redactor, RedactError> {
+        let mut headers: Vec<String> = DEFAULT_HEADERS.iter().map(|s| s.to_string()).collect();
+        headers.extend(rules.headers.iter().map(|h| h.to_ascii_lowercase()));
+        let mut patterns = Vec::new();
+        for p in DEFAULT_PATTERNS.iter().map(|s| s.to_string()).chain(rules.patterns.iter().cloned()) {
+            patterns.push(
+                Regex::new(&p)
+                    .map_err(|e| RedactError::Pattern { pattern: p.clone(), message: e.to_string() })?,
+            );
+        }
+        let mut paths = Vec::new();
+        for p in &rules.json_paths {
+            if let Some(name) = p.strip_prefix("$..") {
+                if name.is_empty() || name.contains('.') {
+                    return Err(RedactError::Path(p.clone()));
+                }
+                paths.push(JsonPath::Anywhere(name.to_string()));
+            } else if let Some(rest) = p.strip_prefix("$.") {
+                let parts: Vec<String> = rest.split('.').map(str::to_string).collect();
+                if parts.iter().any(String::is_empty) {
+                    return Err(RedactError::Path(p.clone()));
+                }
+                paths.push(JsonPath::Exact(parts));
+            } else {
+                return Err(RedactError::Path(p.clone()));
+            }
+        }
+        Ok(Redactor { key, headers, paths, patterns })
+    }
+
+    /// The placeholder of a secret: stable for a key, revealing nothing without it.
+    pub fn placeholder(&self, secret: &[u8]) -> String {
+        let h = blake3::keyed_hash(&self.key, secret);
+        format!("[redacted:{}]", &h.to_hex()[..12])
+    }
+
+    fn redact_text(&self, text: &str) -> Option<String> {
+        let mut out = text.to_string();
+        let mut changed = false;
+        for re in &self.patterns {
+            if re.is_match(&out) {
+                out = re
+                    .replace_all(&out, |c: &regex::Captures<'_>| {
+                        let m = &c[0];
+                        if m.starts_with("[redacted:") {
+                            m.to_string()
+                        } else {
+                            self.placeholder(m.as_bytes())
+                        }
+                    })
+                    .into_owned();
+                changed = true;
+            }
+        }
+        (changed && out != text).then_some(out)
+    }
+
+    fn redact_value(&self, v: &mut Value, path: &mut Vec<String>) -> bool {
+        let mut changed = false;
+        match v {
+            Value::Map(m) => {
+                for (k, x) in m.iter_mut() {
+                    path.push(k.clone());
+                    let hit = self.paths.iter().any(|p| match p {
+                        JsonPath::Exact(parts) => parts == path,
+                        JsonPath::Anywhere(name) => name == k,
+                    });
+                    let done = matches!(x, Value::Null)
+                        || matches!(x, Value::String(s) if s.starts_with("[redacted:"));
+                    if hit && !done {
+                        let secret = serde_json::to_vec(&*x).unwrap_or_default();
+                        *x = Value::String(self.placeholder(&secret));
+                        changed = true;
+                    } else {
+                        changed |= self.redact_value(x, path);
+                    }
+                    path.pop();
+                }
+            }
+            Value::Array(a) => {
+                for x in a {
+                    changed |= self.redact_value(x, path);
+                }
+            }
+            Value::String(s) => {
+                if let Some(r) = self.redact_text(s) {
+                    *s = r;
+                    changed = true;
+                }
+            }
+            _ => {}
+        }
+        changed
+    }
+
+    /// Redacts headers in place; returns the names changed.
+    fn headers(&self, headers: &mut [Header]) -> Vec<String> {
+        let mut changed = Vec::new();
+        for h in headers.iter_mut() {
+            let name = h.0.to_ascii_lowercase();
+            if self.headers.contains(&name) && !h.1.as_bytes().starts_with(b"[redacted:") {
+                h.1 = Blob(self.placeholder(h.1.as_bytes()).into_bytes());
+                changed.push(name);
+            } else if let Ok(text) = std::str::from_utf8(h.1.as_bytes())
+                && let Some(r) = self.redact_text(text)
+            {
+                h.1 = Blob(r.into_bytes());
+                changed.push(name);
+            }
+        }
+        changed
+    }
+
+    /// Redacts a body given its headers: decoded, redacted, and if anything changed stored
+    /// decoded with the coding headers adjusted. Returns whether it changed.
+    fn body(&self, headers: &mut Vec<Header>, raw: &mut Blob) -> bool {
+        if raw.as_bytes().is_empty() {
+            return false;
+        }
+        let Ok(decoded) = body::decoded(headers, raw.as_bytes()) else {
+            // Undecodable: still scan the raw bytes as text.
+            return match std::str::from_utf8(raw.as_bytes()).ok().and_then(|t| self.redact_text(t)) {
+                Some(r) => {
+                    *raw = Blob(r.into_bytes());
+                    true
+                }
+                None => false,
+            };
+        };
+        let ct = body::header(headers, "content-type").unwrap_or("").to_string();
+        let (mut v, format) = value::decode(&ct, &decoded);
+        let new = match format {
+            value::Format::Json => {
+                if !self.redact_value(&mut v, &mut Vec::new()) {
+                    return false;
+                }
+                serde_json::to_vec(&v).unwrap_or_default()
+            }
+            _ => match std::str::from_utf8(&decoded).ok().and_then(|t| self.redact_text(t)) {
+                Some(r) => r.into_bytes(),
+                None => return false,
+            },
+        };
+        headers.retain(|h| {
+            !h.0.eq_ignore_ascii_case("content-encoding") && !h.0.eq_ignore_ascii_case("transfer-encoding")
+        });
+        for h in headers.iter_mut().filter(|h| h.0.eq_ignore_ascii_case("content-length")) {
+            h.1 = Blob(new.len().to_string().into_bytes());
+        }
+        *raw = Blob(new);
+        true
+    }
+
+    /// Redacts a case in place (its id is recomputed from the redacted input) and flags it.
+    pub fn case(&self, case: &mut Case) {
+        let mut fields = Vec::new();
+        let mut data = case.data().clone();
+        match &mut data {
+            CaseData::Http(x) => {
+                fields.extend(
+                    self.headers(&mut x.request.headers).into_iter().map(|h| format!("request header {h}")),
+                );
+                if self.body(&mut x.request.headers, &mut x.request.body) {
+                    fields.push("request body".into());
+                }
+                for r in x.interim.iter_mut().chain(x.response.as_mut()) {
+                    fields.extend(
+                        self.headers(&mut r.headers).into_iter().map(|h| format!("response header {h}")),
+                    );
+                    if self.body(&mut r.headers, &mut r.body) {
+                        fields.push("response body".into());
+                        r.chunks.clear();
+                    }
+                }
+            }
+            CaseData::Message(m) => {
+                let mut hs = vec![Header::new("Content-Type", m.content_type.clone())];
+                if self.body(&mut hs, &mut m.input) {
+                    fields.push("message input".into());
+                }
+                if let Some(o) = &mut m.output {
+                    let mut hs = vec![Header::new("Content-Type", o.content_type.clone())];
+                    if self.body(&mut hs, &mut o.data) {
+                        fields.push("message output".into());
+                    }
+                }
+            }
+            CaseData::Packet(_) => {}
+        }
+        if !fields.is_empty() {
+            fields.sort();
+            fields.dedup();
+            case.set_data(data);
+            case.add_flag(Flag::Redacted { fields });
+        }
+    }
+
+    /// What in a case still looks like a secret: `(where, what)` for each finding.
+    pub fn scan(&self, case: &Case) -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        let mut look = |place: String, text: &str| {
+            for re in &self.patterns {
+                for m in re.find_iter(text) {
+                    if !m.as_str().starts_with("[redacted:") {
+                        let s = m.as_str();
+                        let shown = if s.len() > 12 {
+                            format!("{}…", &s[..s.char_indices().nth(8).map_or(s.len(), |(i, _)| i)])
+                        } else {
+                            s.to_string()
+                        };
+                        found.push((place.clone(), shown));
+                    }
+                }
+            }
+        };
+        let headers = |prefix: &str, hs: &[Header], found_h: &mut Vec<(String, String)>| {
+            for h in hs {
+                let name = h.0.to_ascii_lowercase();
+                if self.headers.contains(&name) && !h.1.as_bytes().starts_with(b"[redacted:") {
+                    found_h.push((format!("{prefix} header {}", h.0), "a value in a secret header".into()));
+                }
+            }
+        };
+        let mut hfound = Vec::new();
+        match case.data() {
+            CaseData::Http(x) => {
+                headers("request", &x.request.headers, &mut hfound);
+                if let Ok(b) = body::decoded(&x.request.headers, x.request.body.as_bytes()) {
+                    look("request body".into(), &String::from_utf8_lossy(&b));
+                }
+                if let Some(r) = &x.response {
+                    headers("response", &r.headers, &mut hfound);
+                    if let Ok(b) = body::decoded(&r.headers, r.body.as_bytes()) {
+                        look("response body".into(), &String::from_utf8_lossy(&b));
+                    }
+                }
+            }
+            CaseData::Message(m) => {
+                look("message input".into(), &String::from_utf8_lossy(m.input.as_bytes()));
+                if let Some(o) = &m.output {
+                    look("message output".into(), &String::from_utf8_lossy(o.data.as_bytes()));
+                }
+            }
+            CaseData::Packet(p) => look("packet".into(), &String::from_utf8_lossy(p.data.as_bytes())),
+        }
+        hfound.extend(found);
+        hfound
+    }
+}
+
+/// The redaction key: `$REPLAY_REDACT_KEY` (64 hex digits), else `~/.config/replay/redact.key`,
+/// created (mode 0600) with random bytes on first use, so placeholders are stable across runs
+/// on this machine and the key is never stored beside a corpus.
+pub fn key() -> std::io::Result<[u8; 32]> {
+    if let Ok(hexkey) = std::env::var("REPLAY_REDACT_KEY") {
+        let mut k = [0u8; 32];
+        hex::decode_to_slice(hexkey.trim(), &mut k).map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("REPLAY_REDACT_KEY: {e}"))
+        })?;
+        return Ok(k);
+    }
+    let dir = match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(d) => std::path::PathBuf::from(d).join("replay"),
+        None => std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into()))
+            .join(".config/replay"),
+    };
+    let path = dir.join("redact.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let mut k = [0u8; 32];
+        if hex::decode_to_slice(text.trim(), &mut k).is_ok() {
+            return Ok(k);
+        }
+    }
+    std::fs::create_dir_all(&dir)?;
+    let mut seed = Vec::new();
+    seed.extend_from_slice(&std::process::id().to_le_bytes());
+    seed.extend_from_slice(&format!("{:?}", std::time::SystemTime::now()).into_bytes());
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let mut r = [0u8; 32];
+        f.read_exact(&mut r)?;
+        seed.extend_from_slice(&r);
+    }
+    let k = *blake3::hash(&seed).as_bytes();
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+    f.write_all(hex::encode(k).as_bytes())?;
+    Ok(k)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use corpora::{HttpExchange, HttpRequest, HttpResponse, Message};
+
+    use super::*;
+
+    const SECRET: &str = "sk-canary0123456789abcdefghijklmnop";
+
+    fn redactor() -> Redactor {
+        Redactor::new(
+            [7; 32],
+            &RedactRules {
+                json_paths: vec!["$..password".into(), "$.auth.token".into()],
+                ..RedactRules::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn gzip(b: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b).unwrap();
+        gz.finish().unwrap()
+    }
+
+    fn canary_case() -> Case {
+        let mut headers: Vec<Header> =
+            DEFAULT_HEADERS.iter().map(|h| Header::new(*h, format!("Bearer {SECRET}"))).collect();
+        headers.push(Header::new("Content-Type", "application/json"));
+        headers.push(Header::new("Content-Encoding", "gzip"));
+        let body = format!(
+            r#"{{"prompt":"use {SECRET} please","password":"hunter2-{SECRET}","auth":{{"token":"t-{SECRET}"}},"user":"ada@example.com"}}"#
+        );
+        let piece = format!("key={SECRET};");
+        let chunked = format!("{:x}\r\n{piece}\r\n0\r\n\r\n", piece.len());
+        Case::new(CaseData::Http(HttpExchange {
+            request: HttpRequest {
+                method: "POST".into(),
+                target: "/v1/chat".into(),
+                headers,
+                body: gzip(body.as_bytes()).into(),
+                ..HttpRequest::default()
+            },
+            interim: Vec::new(),
+            response: Some(HttpResponse {
+                headers: vec![
+                    Header::new("Set-Cookie", format!("session={SECRET}")),
+                    Header::new("Content-Type", "text/plain"),
+                    Header::new("Transfer-Encoding", "chunked"),
+                ],
+                body: chunked.into_bytes().into(),
+                ..HttpResponse::default()
+            }),
+        }))
+    }
+
+    #[test]
+    fn the_canary_is_gone_from_every_header_and_body_and_placeholders_are_stable() {
+        let r = redactor();
+        let mut c = canary_case();
+        let before = c.id();
+        r.case(&mut c);
+        let bytes = rmp_serde::to_vec_named(&c).unwrap();
+        assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "the secret survived");
+        assert!(!String::from_utf8_lossy(&bytes).contains("hunter2"));
+        assert!(!String::from_utf8_lossy(&bytes).contains("ada@example.com"));
+        assert_ne!(c.id(), before, "the id follows the redacted input");
+        let Some(Flag::Redacted { fields }) = c.flags.last() else { panic!("{:?}", c.flags) };
+        assert!(
+            fields.contains(&"request header authorization".to_string())
+                && fields.contains(&"request body".to_string()),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&"response body".to_string())
+                && fields.contains(&"response header set-cookie".to_string())
+        );
+        // The redacted body is stored decoded, and still JSON.
+        let CaseData::Http(x) = c.data() else { unreachable!() };
+        assert!(body::header(&x.request.headers, "content-encoding").is_none());
+        let v: serde_json::Value = serde_json::from_slice(x.request.body.as_bytes()).unwrap();
+        assert!(v["password"].as_str().unwrap().starts_with("[redacted:"));
+        // Equal secrets, equal placeholders; a different key, a different one.
+        assert_eq!(r.placeholder(b"x"), redactor().placeholder(b"x"));
+        assert_ne!(
+            r.placeholder(b"x"),
+            Redactor::new([8; 32], &RedactRules::default()).unwrap().placeholder(b"x")
+        );
+        // Redacting again changes nothing, and the scan finds nothing left.
+        let again = c.clone();
+        r.case(&mut c);
+        assert_eq!(c.data(), again.data());
+        assert!(r.scan(&c).is_empty(), "{:?}", r.scan(&c));
+        assert!(!r.scan(&canary_case()).is_empty());
+    }
+
+    #[test]
+    fn plain_cases_are_untouched_and_bad_rules_are_named() {
+        let r = redactor();
+        let mut m = Case::new(CaseData::Message(Message {
+            content_type: "application/json".into(),
+            input: br#"{"a":1}"#.to_vec().into(),
+            output: None,
+        }));
+        let before = m.clone();
+        r.case(&mut m);
+        assert_eq!(m, before);
+        let e = Redactor::new([0; 32], &RedactRules { patterns: vec!["(".into()], ..RedactRules::default() })
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("redaction pattern \"(\""), "{e}");
+        let e = Redactor::new(
+            [0; 32],
+            &RedactRules { json_paths: vec!["password".into()], ..RedactRules::default() },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("expected $.a.b or $..name"), "{e}");
+    }
+}

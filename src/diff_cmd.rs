@@ -417,3 +417,75 @@ pub fn merge(args: MergeArgs, _ui: &Ui) -> anyhow::Result<i32> {
     }
     Ok(if report.different > 0 { crate::exit_codes::DIFFERENCES } else { crate::exit_codes::OK })
 }
+
+/// `replay serve`'s options.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The corpus whose HTTP exchanges are played back (default: `corpus` in replay.toml).
+    #[arg(long, short = 'c', env = "REPLAY_CORPUS", value_name = "DIR")]
+    pub corpus: Option<PathBuf>,
+    /// Where to listen (loopback by default).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Replay streamed responses with their recorded chunk timing scaled by X (2 = twice as
+    /// fast); without it, chunks go out as fast as possible.
+    #[arg(long, value_name = "X")]
+    pub speed: Option<f64>,
+    /// Append each request that matched nothing to this file (JSON lines).
+    #[arg(long, value_name = "FILE")]
+    pub misses: Option<PathBuf>,
+}
+
+/// `replay serve`: the recorded upstream, played back. Prints `listening on ADDR`.
+pub fn serve(config: Option<&Path>, args: ServeArgs, ui: &Ui) -> anyhow::Result<i32> {
+    let cfg = match config.map(Path::to_path_buf).or_else(|| Config::find(Path::new("."))) {
+        Some(p) => Some(Config::load(&p)?),
+        None => None,
+    };
+    let dir = match (&args.corpus, cfg.as_ref().and_then(Config::corpus)) {
+        (Some(c), _) => c.clone(),
+        (None, Some(c)) => c,
+        (None, None) => bail!("no corpus: give --corpus DIR"),
+    };
+    let corpus = corpora::Corpus::open(&dir).with_context(|| format!("opening corpus {}", dir.display()))?;
+    let rules = cfg.as_ref().map(Config::rules).unwrap_or_default();
+    let misses = match &args.misses {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("opening {}", p.display()))?,
+        ),
+        None => None,
+    };
+    if let Some(s) = args.speed
+        && !(s.is_finite() && s > 0.0)
+    {
+        bail!("--speed {s}: must be a positive number");
+    }
+    let mut problems = 0;
+    let cases = corpus.cases().filter_map(|c| match c {
+        Ok(c) => Some(c),
+        Err(p) => {
+            ui.problem(&p);
+            problems += 1;
+            None
+        }
+    });
+    let playback = Arc::new(harness::playback::Playback::new(cases, rules, args.speed, misses));
+    let listener =
+        std::net::TcpListener::bind(&args.listen).with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "listening on {addr} ({} recorded exchanges from {})",
+        playback.exchanges(),
+        dir.display()
+    )?;
+    out.flush()?;
+    drop(out);
+    playback.serve(listener);
+    Ok(crate::exit_codes::OK)
+}

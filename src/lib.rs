@@ -52,6 +52,9 @@ pub enum Command {
     /// The nightly matrix: every target run once, each diffed against a reference (or every
     /// pair), and what changed since the previous run. Exit 1 only on new or grown clusters.
     Matrix(matrix_cmd::MatrixArgs),
+    /// Play back the HTTP exchanges of a corpus as the recorded upstream would answer; a
+    /// request that matches nothing gets a 502 naming the closest recorded one.
+    Serve(diff_cmd::ServeArgs),
     /// Review pending scenario baselines: accept or reject each new, grown or vanished cluster.
     Review(review_cmd::ReviewArgs),
     /// Accept pending scenario baselines as they are (all, or the named scenarios).
@@ -132,6 +135,7 @@ fn run(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
         Command::Show(args) => diff_cmd::show(cli.config.as_deref(), args, ui),
         Command::Report { action: ReportAction::Merge(args) } => diff_cmd::merge(args, ui),
         Command::Review(args) => review_cmd::review(args, ui),
+        Command::Serve(args) => diff_cmd::serve(cli.config.as_deref(), args, ui),
         Command::Matrix(args) => matrix_cmd::matrix(cli.config.as_deref(), args, ui),
         Command::Accept(args) => review_cmd::accept(args, ui),
         Command::Noise { action: NoiseAction::Learn(args) } => {

@@ -1090,3 +1090,77 @@ fn har_import_redacts_before_disk_and_scan_and_export_work() {
     assert_eq!(out.status.code(), Some(exit_codes::DIFFERENCES));
     assert!(text(&out.stdout).contains("message input: sk-canar"), "{}", text(&out.stdout));
 }
+
+#[test]
+fn serve_plays_back_the_recorded_upstream_and_reports_misses() {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    let tmp = tempfile::tempdir().unwrap();
+    let misses = tmp.path().join("misses.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_replay"))
+        .args(["serve", "--corpus", s(&sample()), "--listen", "127.0.0.1:0", "--misses", s(&misses)])
+        .current_dir(tmp.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port: u16 = line.split_whitespace().nth(2).unwrap().rsplit(':').next().unwrap().parse().unwrap();
+    assert!(line.contains("59 recorded exchanges"), "{line}");
+    // Every recorded request, replayed through an http target, gets the recorded answer.
+    let cfg = tmp.path().join("replay.toml");
+    fs::write(
+        &cfg,
+        format!("[targets.production]\nkind = \"recorded\"\n\n[targets.playback]\nkind = \"http\"\nurl = \"http://127.0.0.1:{port}\"\nkeep_host = true\n"),
+    )
+    .unwrap();
+    let out = replay(&[
+        "--config",
+        s(&cfg),
+        "diff",
+        "--a",
+        "production",
+        "--b",
+        "playback",
+        "-c",
+        s(&sample()),
+        "--filter",
+        "kind=http",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        (r["same"].as_u64(), r["different"].as_u64(), r["inconclusive"].as_u64()),
+        (Some(59), Some(0), Some(1)),
+        "{r}"
+    );
+    assert_eq!(out.status.code(), Some(exit_codes::OK));
+
+    // A changed request: 502 naming the closest recorded one, and a line in the misses file.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_replay"))
+        .args(["serve", "--corpus", s(&sample()), "--listen", "127.0.0.1:0", "--misses", s(&misses)])
+        .current_dir(tmp.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port: u16 = line.split_whitespace().nth(2).unwrap().rsplit(':').next().unwrap().parse().unwrap();
+    let body = br#"{"file":"x.rs","language":"rust","cursor":{"line":1,"column":1},"prefix":"fn"}"#;
+    let mut s2 = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s2, "POST /v1/complete HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+    s2.write_all(body).unwrap();
+    let mut resp = String::new();
+    s2.read_to_string(&mut resp).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
+    assert!(resp.contains("closest_case") && resp.contains("$.file"), "{resp}");
+    // Two misses: the recorded request that never got a response (nothing to play back, from
+    // the diff above), and this one.
+    let logged = fs::read_to_string(&misses).unwrap();
+    assert_eq!(logged.lines().count(), 2, "{logged}");
+    let last = logged.lines().last().unwrap();
+    assert!(last.contains("\"path\":\"/v1/complete\"") && last.contains("x.rs"), "{last}");
+}

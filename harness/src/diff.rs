@@ -230,6 +230,7 @@ pub const DEFAULT_IGNORED_HEADERS: &[&str] = &[
     "connection",
     "keep-alive",
     "transfer-encoding",
+    "x-replay-playback",
 ];
 
 /// The rules of one comparison.
@@ -606,6 +607,16 @@ pub fn compare(a: &Observation, b: &Observation, rules: &Rules) -> CaseDiff {
         let differences = diff_values(&va, &vb, rules);
         let verdict = if differences.is_empty() { Verdict::Same } else { Verdict::Different };
         return CaseDiff { verdict, differences, reason: None };
+    }
+    // A side that cannot run this kind of case says nothing about the other.
+    for (side, o) in [("A", oa), ("B", ob)] {
+        if let Outcome::Unsupported { .. } = o {
+            return CaseDiff {
+                verdict: Verdict::Inconclusive,
+                differences: Vec::new(),
+                reason: Some(format!("{side} {}", outcome_summary(o))),
+            };
+        }
     }
     if oa.nondeterministic() || ob.nondeterministic() {
         let side = if oa.nondeterministic() { ("A", oa) } else { ("B", ob) };

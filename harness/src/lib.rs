@@ -22,6 +22,7 @@ pub mod http;
 pub mod input;
 pub mod matrix;
 pub mod observation;
+pub mod playback;
 pub mod process;
 pub mod recorded;
 pub mod render;

@@ -276,14 +276,15 @@ struct RawDiff {
     nan_equal: Option<bool>,
 }
 
+/// A `{ path, abs, rel }` tolerance as written in `[diff]` and in scenario `[rules]`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawTolerance {
-    path: String,
+pub(crate) struct RawTolerance {
+    pub(crate) path: String,
     #[serde(default)]
-    abs: f64,
+    pub(crate) abs: f64,
     #[serde(default)]
-    rel: f64,
+    pub(crate) rel: f64,
 }
 
 /// A parsed `replay.toml`.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, ConfigError, Registry};
+use crate::config::{Config, ConfigError, RawTolerance, Registry};
 use crate::diff::{Rule, Rules, Selector, Tolerance};
 use crate::engine::{self, Selection};
 use crate::report::{Clusterer, Report, Side};
@@ -69,16 +69,6 @@ struct RawRules {
     unordered: Vec<toml::Spanned<String>>,
     #[serde(default)]
     tolerance: Vec<toml::Spanned<RawTolerance>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTolerance {
-    path: String,
-    #[serde(default)]
-    abs: f64,
-    #[serde(default)]
-    rel: f64,
 }
 
 /// What a scenario expects.

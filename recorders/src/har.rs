@@ -245,28 +245,11 @@ pub fn export<'a>(cases: impl Iterator<Item = &'a Case>) -> Value {
             None => json!({"status": 0, "statusText": "", "httpVersion": "", "headers": [], "cookies": [],
                            "content": {"size": 0, "mimeType": ""}, "redirectURL": "", "headersSize": -1, "bodySize": -1}),
         };
-        let started = c.time_ns.map(time).unwrap_or_else(|| "1970-01-01T00:00:00.000Z".into());
+        let started = c.time_ns.map(corpora::rfc3339).unwrap_or_else(|| "1970-01-01T00:00:00.000Z".into());
         entries.push(json!({"startedDateTime": started, "time": 0, "request": request, "response": response,
                             "cache": {}, "timings": {"send": 0, "wait": 0, "receive": 0}, "comment": c.id().to_string()}));
     }
     json!({"log": {"version": "1.2", "creator": {"name": "replay", "version": env!("CARGO_PKG_VERSION")}, "entries": entries}})
-}
-
-fn time(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let ms = ns.rem_euclid(1_000_000_000) / 1_000_000;
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", sod / 3600, sod % 3600 / 60, sod % 60)
 }
 
 #[cfg(test)]

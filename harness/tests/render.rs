@@ -129,4 +129,22 @@ fn the_junit_file_is_well_formed_xml_with_one_case_per_cluster() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "testsuites 3 2 1 3 2");
+    // And as a JUnit consumer reads it (junitparser, as CI report tools use; .ci/run installs
+    // it): the suite's counts and each case's result type.
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sys\nfrom junitparser import JUnitXml\n\
+             for s in JUnitXml.fromfile(sys.argv[1]):\n\
+             \x20   print(s.tests, s.failures, s.skipped, [type(r).__name__ for c in s for r in c.result])",
+        )
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "junitparser (pip install junitparser): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3 2 1 ['Failure', 'Failure', 'Skipped']");
 }

@@ -260,9 +260,10 @@ struct RawConfig {
     diff: RawDiff,
 }
 
+/// The rules table as written: `[diff]` in replay.toml, `[rules]` in a scenario.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct RawDiff {
+pub(crate) struct RawDiff {
     #[serde(default)]
     ignore: Vec<toml::Spanned<String>>,
     #[serde(default)]
@@ -276,15 +277,66 @@ struct RawDiff {
     nan_equal: Option<bool>,
 }
 
-/// A `{ path, abs, rel }` tolerance as written in `[diff]` and in scenario `[rules]`.
+/// A `{ path, abs, rel }` tolerance as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawTolerance {
-    pub(crate) path: String,
+struct RawTolerance {
+    path: String,
     #[serde(default)]
-    pub(crate) abs: f64,
+    abs: f64,
     #[serde(default)]
-    pub(crate) rel: f64,
+    rel: f64,
+}
+
+impl DiffRules {
+    /// Checks a rules table of `text`: a bad selector or tolerance is `Err((offset, message))`
+    /// for the caller to turn into its own file:line error.
+    pub(crate) fn parse(raw: &RawDiff, text: &str, table: &str) -> Result<DiffRules, (usize, String)> {
+        let sel = |s: &toml::Spanned<String>| {
+            crate::diff::Selector::parse(s.get_ref()).map_err(|e| (s.span().start, format!("[{table}]: {e}")))
+        };
+        let mut d = DiffRules {
+            ignore_headers: raw.ignore_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            compare_headers: raw.compare_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            nan_equal: raw.nan_equal,
+            ..DiffRules::default()
+        };
+        for s in &raw.ignore {
+            d.ignore.push((sel(s)?, line_of(text, s.span().start)));
+        }
+        for s in &raw.unordered {
+            d.unordered.push((sel(s)?, line_of(text, s.span().start)));
+        }
+        for t in &raw.tolerance {
+            let at = t.span().start;
+            let r = t.get_ref();
+            let selector = crate::diff::Selector::parse(&r.path)
+                .map_err(|e| (at, format!("[{table}] tolerance: {e}")))?;
+            if !(r.abs >= 0.0 && r.rel >= 0.0) {
+                return Err((at, format!("[{table}] tolerance: abs and rel must be zero or more")));
+            }
+            d.tolerance.push((
+                selector,
+                crate::diff::Tolerance { abs: r.abs, rel: r.rel },
+                line_of(text, at),
+            ));
+        }
+        Ok(d)
+    }
+
+    /// Adds these rules to `r`, each with its origin `file:line`.
+    pub fn apply(&self, r: &mut crate::diff::Rules, file: &Path) {
+        use crate::diff::Rule;
+        let origin = |line: usize| format!("{}:{line}", file.display());
+        r.ignore.extend(self.ignore.iter().map(|(s, l)| Rule::new(s.clone(), (), origin(*l))));
+        r.unordered.extend(self.unordered.iter().map(|(s, l)| Rule::new(s.clone(), (), origin(*l))));
+        r.tolerance.extend(self.tolerance.iter().map(|(s, t, l)| Rule::new(s.clone(), *t, origin(*l))));
+        r.ignore_headers.retain(|h| !self.compare_headers.contains(h));
+        r.ignore_headers.extend(self.ignore_headers.iter().cloned());
+        if let Some(n) = self.nan_equal {
+            r.nan_equal = n;
+        }
+    }
 }
 
 /// A parsed `replay.toml`.
@@ -403,52 +455,14 @@ impl Config {
             }
             targets.insert(name, (def, line_of(text, at)));
         }
-        let sel = |s: &toml::Spanned<String>| {
-            crate::diff::Selector::parse(s.get_ref())
-                .map_err(|e| invalid(s.span().start, format!("[diff]: {e}")))
-        };
-        let mut diff = DiffRules {
-            ignore_headers: raw.diff.ignore_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
-            compare_headers: raw.diff.compare_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
-            nan_equal: raw.diff.nan_equal,
-            ..DiffRules::default()
-        };
-        for s in &raw.diff.ignore {
-            diff.ignore.push((sel(s)?, line_of(text, s.span().start)));
-        }
-        for s in &raw.diff.unordered {
-            diff.unordered.push((sel(s)?, line_of(text, s.span().start)));
-        }
-        for t in &raw.diff.tolerance {
-            let at = t.span().start;
-            let r = t.get_ref();
-            let selector = crate::diff::Selector::parse(&r.path)
-                .map_err(|e| invalid(at, format!("[diff] tolerance: {e}")))?;
-            if !(r.abs >= 0.0 && r.rel >= 0.0) {
-                return Err(invalid(at, "[diff] tolerance: abs and rel must be zero or more".into()));
-            }
-            diff.tolerance.push((
-                selector,
-                crate::diff::Tolerance { abs: r.abs, rel: r.rel },
-                line_of(text, at),
-            ));
-        }
+        let diff = DiffRules::parse(&raw.diff, text, "diff").map_err(|(at, m)| invalid(at, m))?;
         Ok(Config { path: path.to_path_buf(), corpus: raw.corpus, cache_dir: raw.cache_dir, targets, diff })
     }
 
     /// The comparison rules of the `[diff]` table (each rule's origin is `file:line`).
     pub fn rules(&self) -> crate::diff::Rules {
-        use crate::diff::Rule;
-        let origin = |line: usize| format!("{}:{line}", self.path.display());
         let mut r = crate::diff::Rules::default();
-        r.ignore.extend(self.diff.ignore.iter().map(|(s, l)| Rule::new(s.clone(), (), origin(*l))));
-        r.unordered.extend(self.diff.unordered.iter().map(|(s, l)| Rule::new(s.clone(), (), origin(*l))));
-        r.tolerance.extend(self.diff.tolerance.iter().map(|(s, t, l)| Rule::new(s.clone(), *t, origin(*l))));
-        r.ignore_headers.retain(|h| !self.diff.compare_headers.contains(h));
-        r.ignore_headers.extend(self.diff.ignore_headers.iter().cloned());
-        if let Some(n) = self.diff.nan_equal {
-            r.nan_equal = n;
-        }
+        self.diff.apply(&mut r, &self.path);
         r
     }
 

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, ConfigError, RawTolerance, Registry};
-use crate::diff::{Rule, Rules, Selector, Tolerance};
+use crate::config::{Config, ConfigError, DiffRules, RawDiff, Registry};
+use crate::diff::Rules;
 use crate::engine::{self, Selection};
 use crate::report::{Clusterer, Report, Side};
 
@@ -57,18 +57,7 @@ struct RawScenario {
     expect: toml::Spanned<String>,
     baseline: Option<toml::Spanned<PathBuf>>,
     #[serde(default)]
-    rules: RawRules,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawRules {
-    #[serde(default)]
-    ignore: Vec<toml::Spanned<String>>,
-    #[serde(default)]
-    unordered: Vec<toml::Spanned<String>>,
-    #[serde(default)]
-    tolerance: Vec<toml::Spanned<RawTolerance>>,
+    rules: RawDiff,
 }
 
 /// What a scenario expects.
@@ -103,8 +92,7 @@ pub struct Scenario {
     pub limit: Option<u64>,
     /// The expectation.
     pub expect: Expect,
-    rules: Vec<(String, Selector, usize)>,
-    tolerance: Vec<(Selector, Tolerance, usize)>,
+    rules: DiffRules,
 }
 
 /// One accepted cluster of a baseline.
@@ -270,19 +258,7 @@ impl Scenario {
                 ));
             }
         };
-        let mut rules = Vec::new();
-        for (kind, list) in [("ignore", &raw.rules.ignore), ("unordered", &raw.rules.unordered)] {
-            for s in list {
-                let sel = Selector::parse(s.get_ref()).map_err(|e| invalid(s.span().start, e))?;
-                rules.push((kind.to_string(), sel, line_of(&text, s.span().start)));
-            }
-        }
-        let mut tolerance = Vec::new();
-        for t in &raw.rules.tolerance {
-            let r = t.get_ref();
-            let sel = Selector::parse(&r.path).map_err(|e| invalid(t.span().start, e))?;
-            tolerance.push((sel, Tolerance { abs: r.abs, rel: r.rel }, line_of(&text, t.span().start)));
-        }
+        let rules = DiffRules::parse(&raw.rules, &text, "rules").map_err(|(at, m)| invalid(at, m))?;
         let mut filter = crate::engine::Filter::default();
         for f in &raw.filter {
             filter.add(f).map_err(|e| invalid(0, format!("filter: {e}")))?;
@@ -301,7 +277,6 @@ impl Scenario {
             limit: raw.limit,
             expect,
             rules,
-            tolerance,
         })
     }
 
@@ -324,14 +299,7 @@ impl Scenario {
     /// The rules: the config's `[diff]` table plus the scenario's own `[rules]`.
     pub fn rules(&self) -> Rules {
         let mut r = self.config.rules();
-        let origin = |line: usize| format!("{}:{line}", self.path.display());
-        for (kind, sel, line) in &self.rules {
-            let rule = Rule::new(sel.clone(), (), origin(*line));
-            if kind == "ignore" { r.ignore.push(rule) } else { r.unordered.push(rule) }
-        }
-        for (sel, t, line) in &self.tolerance {
-            r.tolerance.push(Rule::new(sel.clone(), *t, origin(*line)));
-        }
+        self.rules.apply(&mut r, &self.path);
         r
     }
 

@@ -5,10 +5,15 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use corpora::{CorpusWriter, WriterOptions};
 use recorders::pcap::{Keep, Options, Recorder, Stats};
+use recorders::redact::{RedactError, RedactRules, Redactor};
 
 use crate::output::{Ui, size};
 
@@ -28,6 +33,43 @@ pub enum RecordAction {
         /// What to keep: `http`, `packets`, or both (comma-separated).
         #[arg(long, default_value = "http,packets", value_parser = parse_keep)]
         keep: Keep,
+        /// Store HTTP exchanges exactly as captured, credentials included (redaction is on by
+        /// default: the headers, JSON paths and patterns of `[redact]` and the defaults).
+        #[arg(long)]
+        no_redact: bool,
+    },
+    /// A recording reverse proxy in front of one upstream (an LLM or copilot API): clients
+    /// (HTTP/1.1 or HTTP/2) talk to it as to the upstream; every exchange is redacted and
+    /// recorded, streamed responses with their chunk timing. Ctrl-C (or SIGTERM) lets open
+    /// exchanges finish, then closes the corpus.
+    Proxy {
+        /// Where to listen. An address other than loopback needs --auth-token.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The upstream base URL (`https://api.example.com`, `http://127.0.0.1:9000/v1`).
+        #[arg(long)]
+        upstream: String,
+        /// The corpus to write (created if needed, appended to otherwise).
+        #[arg(long, short, value_name = "CORPUS")]
+        out: PathBuf,
+        /// A token every client must send (`X-Replay-Token: TOKEN` or
+        /// `Proxy-Authorization: Bearer TOKEN`); never forwarded nor recorded.
+        #[arg(long, env = "REPLAY_PROXY_TOKEN", hide_env_values = true)]
+        auth_token: Option<String>,
+        /// Bytes of each request or response body recorded; longer bodies stream through whole
+        /// and are recorded cut and flagged.
+        #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
+        max_body: usize,
+        /// A PEM file of CA certificates trusted for an HTTPS upstream, beside the system's.
+        #[arg(long = "ca-cert", value_name = "PEM")]
+        ca_certs: Vec<PathBuf>,
+        /// The longest a recorded exchange waits before it is synced to disk: after a crash or
+        /// `kill -9` only the last this-many seconds can be missing.
+        #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+        sync_interval: f64,
+        /// On Ctrl-C, how long open exchanges (long streams) may go on before they are cut.
+        #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+        grace: f64,
     },
     /// Import HAR files (browser and tool exports; `-` for stdin) as HTTP exchange cases,
     /// redacted before they reach disk. Bad entries are named and skipped.
@@ -61,6 +103,9 @@ pub enum RecordAction {
         /// What to keep: `http`, `packets`, or both (comma-separated).
         #[arg(long, default_value = "http,packets", value_parser = parse_keep)]
         keep: Keep,
+        /// Store HTTP exchanges exactly as captured, credentials included.
+        #[arg(long)]
+        no_redact: bool,
     },
 }
 
@@ -92,25 +137,153 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-pub fn run(action: RecordAction, ui: &Ui) -> anyhow::Result<i32> {
+pub fn run(config: Option<&Path>, action: RecordAction, ui: &Ui) -> anyhow::Result<i32> {
     match action {
-        RecordAction::Pcap { captures, out, keep } => pcap(&captures, &out, keep, ui),
-        RecordAction::Har { files, out } => har(&files, &out, ui),
-        RecordAction::Live { interface, filter, duration, count, out, keep } => {
+        RecordAction::Pcap { captures, out, keep, no_redact } => {
+            let r = if no_redact { None } else { Some(Arc::new(redactor(config)?)) };
+            pcap(&captures, &out, keep, r, ui)
+        }
+        RecordAction::Har { files, out } => har(&files, &out, &redactor(config)?, ui),
+        RecordAction::Proxy {
+            listen,
+            upstream,
+            out,
+            auth_token,
+            max_body,
+            ca_certs,
+            sync_interval,
+            grace,
+        } => {
+            let seconds = |name: &str, s: f64| {
+                if s.is_finite() && s > 0.0 {
+                    Ok(std::time::Duration::from_secs_f64(s))
+                } else {
+                    Err(anyhow::anyhow!("--{name} must be a positive number of seconds, not {s}"))
+                }
+            };
+            let opts = recorders::proxy::ProxyOptions {
+                auth_token,
+                max_body,
+                ca_certs,
+                sync_interval: seconds("sync-interval", sync_interval)?,
+                grace: seconds("grace", grace)?,
+                ..recorders::proxy::ProxyOptions::new(listen, upstream)
+            };
+            proxy(&opts, &out, redactor(config)?, ui)
+        }
+        RecordAction::Live { interface, filter, duration, count, out, keep, no_redact } => {
             let opts = recorders::live::LiveOptions {
                 interface,
                 filter,
                 duration: duration.map(std::time::Duration::from_secs_f64),
                 count,
             };
-            live(&opts, &out, keep, ui)
+            let r = if no_redact { None } else { Some(Arc::new(redactor(config)?)) };
+            live(&opts, &out, keep, r, ui)
         }
     }
 }
 
-fn har(files: &[PathBuf], out: &std::path::Path, ui: &Ui) -> anyhow::Result<i32> {
-    let key = recorders::redact::key().context("reading the redaction key")?;
-    let redactor = recorders::redact::Redactor::new(key, &recorders::redact::RedactRules::default())?;
+/// The redactor of every recorder: the defaults plus `[redact]` of replay.toml (the one named
+/// by --config, else the working directory's, if any), keyed by the machine's redaction key.
+fn redactor(config: Option<&Path>) -> anyhow::Result<Redactor> {
+    let path = config.map(Path::to_path_buf).or_else(|| harness::Config::find(Path::new(".")));
+    let cfg = match &path {
+        Some(p) => Some(harness::Config::load(p)?),
+        None => None,
+    };
+    let key = recorders::redact::key().context("failed to read the redaction key")?;
+    let Some(cfg) = cfg else {
+        return Ok(Redactor::new(key, &RedactRules::default())?);
+    };
+    let r = &cfg.redact;
+    let rules = RedactRules {
+        headers: r.headers.clone(),
+        json_paths: r.json_paths.iter().map(|(p, _)| p.clone()).collect(),
+        patterns: r.patterns.iter().map(|(p, _)| p.clone()).collect(),
+    };
+    Redactor::new(key, &rules).map_err(|e| {
+        let (bad, list) = match &e {
+            RedactError::Pattern { pattern, .. } => (pattern, &r.patterns),
+            RedactError::Path(p) => (p, &r.json_paths),
+        };
+        let line = list.iter().find(|(p, _)| p == bad).map_or(0, |(_, l)| *l);
+        anyhow::anyhow!("{}:{line}: [redact]: {e}", cfg.path.display())
+    })
+}
+
+fn proxy(
+    opts: &recorders::proxy::ProxyOptions,
+    out: &Path,
+    redactor: Redactor,
+    ui: &Ui,
+) -> anyhow::Result<i32> {
+    let started = Instant::now();
+    let bound = recorders::proxy::bind(opts)?;
+    let wopts = WriterOptions { sync_interval: Some(opts.sync_interval), ..WriterOptions::default() };
+    let writer = CorpusWriter::open_or_create(out, wopts)?;
+    writer.problems().iter().for_each(|p| ui.problem(p));
+    if !ui.is_quiet() {
+        // The first line of output, so that a script (or a test) can read the real port.
+        println!(
+            "listening on http://{} -> {}, recording into {} (Ctrl-C to stop)",
+            bound.local_addr(),
+            opts.upstream,
+            out.display()
+        );
+        let _ = io::stdout().flush();
+    }
+    let shutdown = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let term = async {
+            match &mut term {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+    };
+    let (mut writer, stats) = bound.run(writer, redactor, shutdown)?;
+    let mut record = serde_json::to_value(&stats)?;
+    if let Some(o) = record.as_object_mut() {
+        o.insert("recorder".into(), "proxy".into());
+        o.insert("seconds".into(), started.elapsed().as_secs_f64().into());
+    }
+    writer.add_recording(record);
+    writer.close()?;
+    if !ui.is_quiet() {
+        let s = &stats;
+        println!(
+            "recorded {} exchanges from {} connections into {} ({} already present, {} redacted)",
+            s.recorded,
+            s.connections,
+            out.display(),
+            s.duplicates,
+            s.redacted
+        );
+        println!(
+            "  forwarded {} requests to {}; {} upstream errors (answered 502, recorded without response)",
+            s.requests, s.upstream, s.upstream_errors
+        );
+        println!(
+            "  bodies recorded cut: {} requests, {} responses (past --max-body, or the stream ended early)",
+            s.request_truncated, s.response_truncated
+        );
+        if !s.refused.is_empty() {
+            let r: Vec<String> = s.refused.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            println!("  refused (not forwarded): {}", r.join(", "));
+        }
+    }
+    Ok(if stats.write_errors > 0 { crate::exit_codes::INPUT_ERROR } else { ui.exit_code() })
+}
+
+fn har(files: &[PathBuf], out: &std::path::Path, redactor: &Redactor, ui: &Ui) -> anyhow::Result<i32> {
     let mut writer = CorpusWriter::open_or_create(out, WriterOptions::default())?;
     writer.problems().iter().for_each(|p| ui.problem(p));
     let (mut new, mut dup, mut redacted, mut skipped) = (0u64, 0u64, 0u64, 0usize);
@@ -146,11 +319,17 @@ fn har(files: &[PathBuf], out: &std::path::Path, ui: &Ui) -> anyhow::Result<i32>
     Ok(if skipped > 0 { crate::exit_codes::INPUT_ERROR } else { ui.exit_code() })
 }
 
-fn pcap(captures: &[PathBuf], out: &std::path::Path, keep: Keep, ui: &Ui) -> anyhow::Result<i32> {
+fn pcap(
+    captures: &[PathBuf],
+    out: &std::path::Path,
+    keep: Keep,
+    redactor: Option<Arc<Redactor>>,
+    ui: &Ui,
+) -> anyhow::Result<i32> {
     let started = Instant::now();
     let writer = CorpusWriter::open_or_create(out, WriterOptions::default())?;
     writer.problems().iter().for_each(|p| ui.problem(p));
-    let mut recorder = Recorder::new(writer, Options { keep, ..Options::default() });
+    let mut recorder = Recorder::redacting(writer, Options { keep, ..Options::default() }, redactor);
     let mut input_bytes = 0u64;
     for path in captures {
         let (src, total, name): (Box<dyn Read>, u64, String) = if path.as_os_str() == "-" {
@@ -181,6 +360,7 @@ fn live(
     opts: &recorders::live::LiveOptions,
     out: &std::path::Path,
     keep: Keep,
+    redactor: Option<Arc<Redactor>>,
     ui: &Ui,
 ) -> anyhow::Result<i32> {
     let started = Instant::now();
@@ -190,7 +370,7 @@ fn live(
         .context("failed to install the Ctrl-C handler")?;
     let writer = CorpusWriter::open_or_create(out, WriterOptions::default())?;
     writer.problems().iter().for_each(|p| ui.problem(p));
-    let mut recorder = Recorder::new(writer, Options { keep, ..Options::default() });
+    let mut recorder = Recorder::redacting(writer, Options { keep, ..Options::default() }, redactor);
     ui.note(format!("capturing on {} (Ctrl-C to stop)", opts.interface));
     let live = recorders::live::capture(&mut recorder, opts, &stop);
     // Whatever was captured is kept, even when the capture itself failed part-way.
@@ -267,8 +447,8 @@ fn print_summary(s: &Stats, out: &std::path::Path, input: u64, elapsed: f64) -> 
     writeln!(o, "    not kept (--keep)     {:>10}", d.not_kept)?;
     writeln!(
         o,
-        "  exchanges   {:>10}  new cases (+{} already present); {} with gaps",
-        s.exchanges, s.duplicate_exchanges, s.exchanges_with_gaps
+        "  exchanges   {:>10}  new cases (+{} already present); {} with gaps; {} redacted",
+        s.exchanges, s.duplicate_exchanges, s.exchanges_with_gaps, s.redacted_exchanges
     )?;
     writeln!(
         o,

@@ -258,6 +258,32 @@ struct RawConfig {
     targets: BTreeMap<String, toml::Spanned<TargetDef>>,
     #[serde(default)]
     diff: RawDiff,
+    #[serde(default)]
+    redact: RawRedact,
+}
+
+/// `[redact]` as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRedact {
+    #[serde(default)]
+    headers: Vec<String>,
+    #[serde(default)]
+    json_paths: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    patterns: Vec<toml::Spanned<String>>,
+}
+
+/// The `[redact]` table: what recorders redact beyond their defaults. The recorders check the
+/// paths and patterns; the line of each lets the command name where a bad one was written.
+#[derive(Debug, Clone, Default)]
+pub struct RedactConfig {
+    /// More header names (request and response).
+    pub headers: Vec<String>,
+    /// JSON body paths (`$.a.b`, `$..name`) with their lines.
+    pub json_paths: Vec<(String, usize)>,
+    /// Regular expressions for secrets in text, with their lines.
+    pub patterns: Vec<(String, usize)>,
 }
 
 /// The rules table as written: `[diff]` in replay.toml, `[rules]` in a scenario.
@@ -352,6 +378,8 @@ pub struct Config {
     pub targets: BTreeMap<String, (TargetDef, usize)>,
     /// The `[diff]` rules, parsed and checked.
     pub diff: DiffRules,
+    /// The `[redact]` rules for recorders.
+    pub redact: RedactConfig,
 }
 
 /// The `[diff]` table: rules with the line each was written on.
@@ -456,7 +484,25 @@ impl Config {
             targets.insert(name, (def, line_of(text, at)));
         }
         let diff = DiffRules::parse(&raw.diff, text, "diff").map_err(|(at, m)| invalid(at, m))?;
-        Ok(Config { path: path.to_path_buf(), corpus: raw.corpus, cache_dir: raw.cache_dir, targets, diff })
+        let lined = |v: Vec<toml::Spanned<String>>| {
+            v.into_iter()
+                .map(|s| (line_of(text, s.span().start), s.into_inner()))
+                .map(|(l, s)| (s, l))
+                .collect()
+        };
+        let redact = RedactConfig {
+            headers: raw.redact.headers,
+            json_paths: lined(raw.redact.json_paths),
+            patterns: lined(raw.redact.patterns),
+        };
+        Ok(Config {
+            path: path.to_path_buf(),
+            corpus: raw.corpus,
+            cache_dir: raw.cache_dir,
+            targets,
+            diff,
+            redact,
+        })
     }
 
     /// The comparison rules of the `[diff]` table (each rule's origin is `file:line`).

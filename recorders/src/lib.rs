@@ -1,7 +1,7 @@
 /*!
 Recorders that turn captured traffic into `replay` corpora: pcap and pcapng captures (TCP
-reassembled into HTTP/1.1 exchanges, other packets kept as packet cases). The recording proxy and
-HAR import come with their issue.
+reassembled into HTTP/1.1 exchanges, other packets kept as packet cases), the recording proxy in
+front of an LLM or copilot API, HAR import and export, and the redaction all of them share.
 */
 
 pub mod capture;
@@ -13,5 +13,6 @@ pub mod http;
 pub mod live;
 pub mod out;
 pub mod pcap;
+pub mod proxy;
 pub mod redact;
 pub mod tcp;

@@ -10,6 +10,8 @@ use std::thread::JoinHandle;
 
 use corpora::{Appended, Case, CaseData, CorpusError, CorpusWriter, Flag, Source};
 
+use crate::redact::Redactor;
+
 /// Bytes of case data the queue may hold.
 pub const QUEUE_BYTES: usize = 4 << 20;
 
@@ -48,6 +50,8 @@ pub struct Appends {
     pub packet_new: u64,
     /// Packet cases already present.
     pub packet_dup: u64,
+    /// HTTP cases with at least one value redacted.
+    pub http_redacted: u64,
 }
 
 /// Bytes queued, and whether the writer thread has ended (then nothing waits for room).
@@ -98,6 +102,7 @@ const BATCH_JOBS: usize = 256;
 pub struct CaseOut {
     /// Write on this thread instead (no second core to use, or measuring).
     inline: Option<(CorpusWriter, Appends)>,
+    redactor: Option<Arc<Redactor>>,
     tx: Option<SyncSender<(Vec<Job>, usize)>>,
     handle: Option<JoinHandle<Done>>,
     budget: Arc<Budget>,
@@ -106,17 +111,20 @@ pub struct CaseOut {
 }
 
 impl CaseOut {
-    /// Starts the writer thread; it owns `writer` until [`CaseOut::finish`].
-    pub fn start(writer: CorpusWriter) -> CaseOut {
+    /// Starts the writer thread; it owns `writer` until [`CaseOut::finish`]. HTTP cases go
+    /// through `redactor` (on that thread) before they are appended.
+    pub fn start(writer: CorpusWriter, redactor: Option<Arc<Redactor>>) -> CaseOut {
         let budget = Arc::new(Budget::new());
         let (tx, rx) = sync_channel::<(Vec<Job>, usize)>(64);
         let b = budget.clone();
+        let r = redactor.clone();
         let handle = std::thread::Builder::new()
             .name("corpus-writer".into())
-            .spawn(move || run(writer, rx, &b))
+            .spawn(move || run(writer, rx, &b, r.as_deref()))
             .expect("spawn the corpus writer thread");
         CaseOut {
             inline: None,
+            redactor,
             tx: Some(tx),
             handle: Some(handle),
             budget,
@@ -126,10 +134,11 @@ impl CaseOut {
     }
 
     /// Builds and appends cases on the calling thread.
-    pub fn inline(writer: CorpusWriter) -> CaseOut {
+    pub fn inline(writer: CorpusWriter, redactor: Option<Arc<Redactor>>) -> CaseOut {
         let budget = Arc::new(Budget::new());
         CaseOut {
             inline: Some((writer, Appends::default())),
+            redactor,
             tx: None,
             handle: None,
             budget,
@@ -142,7 +151,7 @@ impl CaseOut {
     /// thread stopped on a corpus error, which [`CaseOut::finish`] returns.
     pub fn put(&mut self, job: Job) -> Result<(), CorpusError> {
         if let Some((writer, counts)) = &mut self.inline {
-            return write(writer, counts, job);
+            return write(writer, counts, job, self.redactor.as_deref());
         }
         self.batch_bytes += job.bytes();
         self.batch.push(job);
@@ -203,24 +212,42 @@ impl CaseOut {
     }
 }
 
-fn run(mut writer: CorpusWriter, rx: Receiver<(Vec<Job>, usize)>, budget: &Budget) -> Done {
+fn run(
+    mut writer: CorpusWriter,
+    rx: Receiver<(Vec<Job>, usize)>,
+    budget: &Budget,
+    redactor: Option<&Redactor>,
+) -> Done {
     let _closed = CloseOnDrop(budget);
     let mut counts = Appends::default();
     for (batch, n) in rx {
         for job in batch {
-            write(&mut writer, &mut counts, job)?;
+            write(&mut writer, &mut counts, job, redactor)?;
         }
         budget.release(n);
     }
     Ok((writer, counts))
 }
 
-fn write(writer: &mut CorpusWriter, counts: &mut Appends, job: Job) -> Result<(), CorpusError> {
+fn write(
+    writer: &mut CorpusWriter,
+    counts: &mut Appends,
+    job: Job,
+    redactor: Option<&Redactor>,
+) -> Result<(), CorpusError> {
     let http = matches!(job.data, CaseData::Http(_));
     let mut case = Case::new(job.data).with_source(job.source).with_time_ns(job.time_ns);
     case.tags = job.tags;
     for f in job.flags {
         case.add_flag(f);
+    }
+    // Packets are kept byte for byte (a packet processor replays them as captured); only HTTP
+    // exchanges, whose headers and bodies carry credentials, are redacted.
+    if http && let Some(r) = redactor {
+        r.case(&mut case);
+        if case.flags.iter().any(|f| matches!(f, Flag::Redacted { .. })) {
+            counts.http_redacted += 1;
+        }
     }
     match (writer.append(&case)?, http) {
         (Appended::New, true) => counts.http_new += 1,

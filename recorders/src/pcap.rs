@@ -84,6 +84,9 @@ pub struct Stats {
     pub exchanges: u64,
     /// Exchanges whose id was already in the corpus.
     pub duplicate_exchanges: u64,
+    /// Exchanges with a value redacted (a credential header, a secret-shaped string) before
+    /// they reached disk.
+    pub redacted_exchanges: u64,
     /// Exchanges with a hole in them.
     pub exchanges_with_gaps: u64,
     /// Requests whose response never came (kept, flagged).
@@ -213,10 +216,25 @@ pub struct Recorder {
 
 impl Recorder {
     /// A recorder writing into `writer`, which it hands back from [`Recorder::finish`]. Cases
-    /// are built, encoded and appended on a second thread.
+    /// are built, encoded and appended on a second thread. Nothing is redacted (see
+    /// [`Recorder::redacting`]).
     pub fn new(writer: CorpusWriter, opts: Options) -> Recorder {
+        Recorder::redacting(writer, opts, None)
+    }
+
+    /// Like [`Recorder::new`], with HTTP exchanges redacted by `redactor` before they are
+    /// written (on the writer thread).
+    pub fn redacting(
+        writer: CorpusWriter,
+        opts: Options,
+        redactor: Option<std::sync::Arc<crate::redact::Redactor>>,
+    ) -> Recorder {
         Recorder {
-            out: if opts.one_thread { CaseOut::inline(writer) } else { CaseOut::start(writer) },
+            out: if opts.one_thread {
+                CaseOut::inline(writer, redactor)
+            } else {
+                CaseOut::start(writer, redactor)
+            },
             opts,
             reasm: Reassembler::new(opts.tcp),
             defrag: Defrag::new(opts.defrag),
@@ -505,6 +523,7 @@ impl Recorder {
         let (writer, n) = self.out.finish()?;
         self.stats.exchanges = n.http_new;
         self.stats.duplicate_exchanges = n.http_dup;
+        self.stats.redacted_exchanges = n.http_redacted;
         self.stats.disposition.packet_cases = n.packet_new;
         self.stats.disposition.duplicate_packets = n.packet_dup;
         Ok((writer, self.stats))

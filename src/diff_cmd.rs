@@ -27,6 +27,11 @@ pub struct DiffArgs {
     /// The corpus (default: `corpus` in replay.toml).
     #[arg(long, short = 'c', env = "REPLAY_CORPUS", value_name = "DIR")]
     pub corpus: Option<PathBuf>,
+    /// A misses file of `replay serve` (the requests a build sent its played-back upstream
+    /// that matched no recorded one): each line joins the report as a differing case, under
+    /// `$.upstream_request`, clustered like any other difference. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub misses: Vec<PathBuf>,
     #[command(flatten)]
     pub select: SelectArgs,
     /// Ignore differences at this path selector (`$.metadata`, `$..request_id`,
@@ -148,8 +153,19 @@ pub fn diff(config: Option<&Path>, args: DiffArgs, ui: &Ui) -> anyhow::Result<i3
     }
     let summary = engine::run(&corpus, &targets, &sel, &mut clusterer, &mut |n| bar.set_position(n))?;
     bar.finish_and_clear();
+    let mut problems = summary.problems.clone();
+    for f in &args.misses {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            match harness::playback::miss_diff(line) {
+                Ok((case, d)) => clusterer.add(&case, d),
+                Err(why) => problems.push(format!("{}:{}: {why}", f.display(), i + 1)),
+            }
+        }
+    }
     let mut selection = Vec::new();
     selection.extend(args.select.filter.iter().map(|f| format!("--filter {f}")));
+    selection.extend(args.misses.iter().map(|f| format!("--misses {}", f.display())));
     if let Some(s) = args.select.shard {
         selection.push(format!("--shard {s}"));
     }
@@ -161,7 +177,7 @@ pub fn diff(config: Option<&Path>, args: DiffArgs, ui: &Ui) -> anyhow::Result<i3
         Side { name: b.name.clone(), kind: b.kind.clone(), detail: b.detail.clone() },
         corpus_dir.display().to_string(),
         selection,
-        summary.problems.clone(),
+        problems,
     );
     if let Some(f) = &args.junit {
         std::fs::write(f, harness::render::junit(&report))
@@ -473,7 +489,11 @@ pub fn serve(config: Option<&Path>, args: ServeArgs, ui: &Ui) -> anyhow::Result<
             None
         }
     });
-    let playback = Arc::new(harness::playback::Playback::new(cases, rules, args.speed, misses));
+    let redactor = crate::record_cmd::redactor(config)?;
+    let playback = Arc::new(
+        harness::playback::Playback::new(cases, rules, args.speed, misses)
+            .with_request_hook(Box::new(move |case| redactor.case(case))),
+    );
     let listener =
         std::net::TcpListener::bind(&args.listen).with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;

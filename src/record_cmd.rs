@@ -186,7 +186,7 @@ pub fn run(config: Option<&Path>, action: RecordAction, ui: &Ui) -> anyhow::Resu
 
 /// The redactor of every recorder: the defaults plus `[redact]` of replay.toml (the one named
 /// by --config, else the working directory's, if any), keyed by the machine's redaction key.
-fn redactor(config: Option<&Path>) -> anyhow::Result<Redactor> {
+pub(crate) fn redactor(config: Option<&Path>) -> anyhow::Result<Redactor> {
     let path = config.map(Path::to_path_buf).or_else(|| harness::Config::find(Path::new(".")));
     let cfg = match &path {
         Some(p) => Some(harness::Config::load(p)?),

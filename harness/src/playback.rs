@@ -34,7 +34,13 @@ pub struct Playback {
     speed: Option<f64>,
     misses: Option<Mutex<std::fs::File>>,
     exchanges: usize,
+    hook: Option<RequestHook>,
 }
+
+/// Applied to each incoming request (as an HTTP case) before it is matched: the recorders'
+/// redaction, so that a request carrying the same secret as a recorded one matches the
+/// recorded placeholder, and no secret reaches the misses file.
+pub type RequestHook = Box<dyn Fn(&mut Case) + Send + Sync>;
 
 /// One request as received.
 struct Incoming {
@@ -78,7 +84,37 @@ impl Playback {
             speed,
             misses: misses.map(Mutex::new),
             exchanges,
+            hook: None,
         }
+    }
+
+    /// Runs `hook` on every incoming request before matching (see [`RequestHook`]).
+    pub fn with_request_hook(mut self, hook: RequestHook) -> Playback {
+        self.hook = Some(hook);
+        self
+    }
+
+    fn prepare(&self, req: Incoming) -> Incoming {
+        let Some(hook) = &self.hook else { return req };
+        let mut headers = Vec::new();
+        if !req.content_type.is_empty() {
+            headers.push(corpora::Header::new("Content-Type", req.content_type.clone()));
+        }
+        let mut case = Case::new(CaseData::Http(corpora::HttpExchange {
+            request: corpora::HttpRequest {
+                method: req.method.clone(),
+                target: req.path.clone(),
+                headers,
+                body: req.body.into(),
+                ..corpora::HttpRequest::default()
+            },
+            ..corpora::HttpExchange::default()
+        }));
+        hook(&mut case);
+        let CaseData::Http(x) = case.into_data() else { unreachable!("an HTTP case stays one") };
+        let r = x.request;
+        let body = body::decoded(&r.headers, r.body.as_bytes()).unwrap_or_else(|_| r.body.0.clone());
+        Incoming { body, ..req }
     }
 
     /// How many recorded exchanges can be played back.
@@ -102,6 +138,7 @@ impl Playback {
         let mut reader = BufReader::new(conn.try_clone()?);
         let mut writer = conn;
         while let Some(req) = read_request(&mut reader)? {
+            let req = self.prepare(req);
             self.answer(&req, &mut writer)?;
             if req.close {
                 break;
@@ -135,7 +172,7 @@ impl Playback {
         Err(json!({
             "reason": "no recorded request with this method and path has this body",
             "closest_case": list[i].case.to_string(),
-            "differences": d.iter().take(20).map(|x| json!({"path": x.path, "kind": x.kind.name(), "recorded": x.a, "received": x.b})).collect::<Vec<_>>(),
+            "differences": d.iter().take(20).map(|x| json!({"path": x.path, "shape": x.shape, "kind": x.kind.name(), "recorded": x.a, "received": x.b})).collect::<Vec<_>>(),
         }))
     }
 
@@ -264,4 +301,66 @@ fn read_request(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<Incoming
         r.read_exact(&mut body)?;
     }
     Ok(Some(Incoming { method, path, content_type, body, close }))
+}
+
+/// One line of a misses file as a case (the request the build sent) and its difference from
+/// the closest recorded request, for `replay diff --misses`: body paths appear under
+/// `$.upstream_request.body`, a request whose method and path were never recorded as an
+/// added `$.upstream_request`.
+pub fn miss_diff(line: &str) -> Result<(Case, crate::diff::CaseDiff), String> {
+    use crate::diff::{CaseDiff, Difference, Kind, Verdict};
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let s = |k: &str| v.get(k).and_then(serde_json::Value::as_str).map(str::to_string);
+    let method = s("method").ok_or("no `method`")?;
+    let path = s("path").ok_or("no `path`")?;
+    let content_type = s("content_type").unwrap_or_default();
+    let body = s("body").unwrap_or_default();
+    let miss = v.get("miss").ok_or("no `miss`")?;
+    let mut differences = Vec::new();
+    let under = |p: &str| format!("$.upstream_request.body{}", p.strip_prefix('$').unwrap_or(p));
+    for d in miss.get("differences").and_then(serde_json::Value::as_array).into_iter().flatten() {
+        let g = |k: &str| d.get(k).and_then(serde_json::Value::as_str);
+        let kind = match g("kind") {
+            Some("added") => Kind::Added,
+            Some("removed") => Kind::Removed,
+            Some("changed") => Kind::Changed,
+            Some("type_changed") => Kind::TypeChanged,
+            other => return Err(format!("unknown difference kind {other:?}")),
+        };
+        let p = g("path").unwrap_or("$");
+        differences.push(Difference {
+            path: under(p),
+            shape: under(g("shape").unwrap_or(p)),
+            kind,
+            a: g("recorded").map(str::to_string),
+            b: g("received").map(str::to_string),
+            detail: None,
+        });
+    }
+    if differences.is_empty() {
+        let reason = miss.get("reason").and_then(serde_json::Value::as_str).unwrap_or("no match");
+        differences.push(Difference {
+            path: "$.upstream_request".into(),
+            shape: "$.upstream_request".into(),
+            kind: Kind::Added,
+            a: None,
+            b: Some(format!("{method} {path}")),
+            detail: Some(reason.to_string()),
+        });
+    }
+    let mut headers = Vec::new();
+    if !content_type.is_empty() {
+        headers.push(corpora::Header::new("Content-Type", content_type));
+    }
+    let case = Case::new(CaseData::Http(corpora::HttpExchange {
+        request: corpora::HttpRequest {
+            method,
+            target: path,
+            headers,
+            body: body.into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    }));
+    Ok((case, CaseDiff { verdict: Verdict::Different, differences, reason: None }))
 }

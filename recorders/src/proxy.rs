@@ -561,7 +561,10 @@ async fn handle(
         method: parts.method.as_str().to_string(),
         target: path_and_query.clone(),
         version: version_name(parts.version).to_string(),
-        headers: recorded_headers(&parts.headers, |n| n == TOKEN_HEADER),
+        // What the client said to the proxy itself (its token) is not part of the exchange.
+        headers: recorded_headers(&parts.headers, |n| {
+            n == TOKEN_HEADER || n == http::header::PROXY_AUTHORIZATION
+        }),
         body: Blob::default(),
         trailers: Vec::new(),
     };

@@ -160,7 +160,12 @@ impl Redactor {
                     let done = matches!(x, Value::Null)
                         || matches!(x, Value::String(s) if s.starts_with("[redacted:"));
                     if hit && !done {
-                        let secret = serde_json::to_vec(&*x).unwrap_or_default();
+                        // A string hashes as its text, so that a secret here and the same
+                        // secret in a header get one placeholder; anything else as its JSON.
+                        let secret = match &*x {
+                            Value::String(s) => s.as_bytes().to_vec(),
+                            other => serde_json::to_vec(other).unwrap_or_default(),
+                        };
                         *x = Value::String(self.placeholder(&secret));
                         changed = true;
                     } else {

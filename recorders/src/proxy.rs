@@ -113,7 +113,7 @@ pub enum ProxyError {
         why: String,
     },
     /// The listening socket could not be opened.
-    #[error("failed to listen on {addr}: {source}")]
+    #[error("failed to listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,

@@ -70,6 +70,9 @@ pub enum RecordAction {
         /// On Ctrl-C, how long open exchanges (long streams) may go on before they are cut.
         #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
         grace: f64,
+        /// Threads serving connections (default: one per core). The corpus writer has its own.
+        #[arg(long, value_name = "N")]
+        threads: Option<usize>,
     },
     /// Import HAR files (browser and tool exports; `-` for stdin) as HTTP exchange cases,
     /// redacted before they reach disk. Bad entries are named and skipped.
@@ -153,6 +156,7 @@ pub fn run(config: Option<&Path>, action: RecordAction, ui: &Ui) -> anyhow::Resu
             ca_certs,
             sync_interval,
             grace,
+            threads,
         } => {
             let seconds = |name: &str, s: f64| {
                 if s.is_finite() && s > 0.0 {
@@ -167,6 +171,7 @@ pub fn run(config: Option<&Path>, action: RecordAction, ui: &Ui) -> anyhow::Resu
                 ca_certs,
                 sync_interval: seconds("sync-interval", sync_interval)?,
                 grace: seconds("grace", grace)?,
+                threads,
                 ..recorders::proxy::ProxyOptions::new(listen, upstream)
             };
             proxy(&opts, &out, redactor(config)?, ui)

@@ -430,6 +430,16 @@ impl Case {
         self.data = data;
     }
 
+    /// Edits the data in place; `edit` returns whether it changed anything, and only then is
+    /// the id recomputed (so an edit that finds nothing to do costs no copy and no hash).
+    pub fn edit_data(&mut self, edit: impl FnOnce(&mut CaseData) -> bool) -> bool {
+        let changed = edit(&mut self.data);
+        if changed {
+            self.id = compute_id(&self.data);
+        }
+        changed
+    }
+
     /// Takes the data out of the case.
     pub fn into_data(self) -> CaseData {
         self.data

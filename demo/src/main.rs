@@ -5,8 +5,9 @@
 //!   error on stderr when the case is refused. Native, or as a WASI command module.
 //! - `demo-cli stream`: the stream ABI: request frames on stdin, response frames on stdout,
 //!   until end of input.
-//! - `demo-cli serve [--port P]`: the demo as an HTTP/1.1 deployment on 127.0.0.1 (keep-alive,
-//!   a thread per connection): `POST /replay/message` and `POST /replay/packet` take a case
+//! - `demo-cli serve [--port P] [--delay-ms D]`: the demo as an HTTP/1.1 deployment on
+//!   127.0.0.1 (keep-alive, a thread per connection; each answer held back D ms, to stand in
+//!   for a model's service time in proxy benchmarks): `POST /replay/message` and `POST /replay/packet` take a case
 //!   input with its media type, any other `POST` takes an editor context as its body. The
 //!   switches come from the environment, as everywhere. Prints `listening on ADDR` when ready.
 
@@ -74,13 +75,20 @@ fn stream(cfg: &Config) -> Result<(), String> {
 
 fn serve(cfg: Config) -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(2).collect();
-    let port = match args.as_slice() {
-        [] => 0,
-        [flag, p] if flag == "--port" => {
-            p.parse().map_err(|_| format!("--port {p:?} is not a port number"))?
+    let usage = || "usage: demo-cli serve [--port P] [--delay-ms D]".to_string();
+    let (mut port, mut delay) = (0u16, 0u64);
+    for pair in args.chunks(2) {
+        match pair {
+            [flag, p] if flag == "--port" => {
+                port = p.parse().map_err(|_| format!("--port {p:?} is not a port number"))?
+            }
+            [flag, d] if flag == "--delay-ms" => {
+                delay = d.parse().map_err(|_| format!("--delay-ms {d:?} is not a number"))?
+            }
+            _ => return Err(usage()),
         }
-        _ => return Err("usage: demo-cli serve [--port P]".into()),
-    };
+    }
+    let delay = std::time::Duration::from_millis(delay);
     let listener =
         TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("binding 127.0.0.1:{port}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -89,14 +97,14 @@ fn serve(cfg: Config) -> Result<(), String> {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         std::thread::spawn(move || {
-            let _ = connection(&cfg, conn);
+            let _ = connection(&cfg, conn, delay);
         });
     }
     Ok(())
 }
 
 /// Serves one keep-alive connection until the peer closes it.
-fn connection(cfg: &Config, conn: TcpStream) -> io::Result<()> {
+fn connection(cfg: &Config, conn: TcpStream, delay: std::time::Duration) -> io::Result<()> {
     conn.set_nodelay(true)?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut writer = io::BufWriter::new(conn);
@@ -143,6 +151,9 @@ fn connection(cfg: &Config, conn: TcpStream) -> io::Result<()> {
             }
         };
         write!(writer, "HTTP/1.1 {status}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n", out.len())?;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         writer.write_all(&out)?;
         writer.flush()?;
         if close {

@@ -70,6 +70,8 @@ pub struct ProxyOptions {
     pub grace: Duration,
     /// How long connecting to the upstream may take.
     pub connect_timeout: Duration,
+    /// Threads serving connections (default: one per core).
+    pub threads: Option<usize>,
 }
 
 impl ProxyOptions {
@@ -84,6 +86,7 @@ impl ProxyOptions {
             sync_interval: Duration::from_secs(1),
             grace: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
+            threads: None,
         }
     }
 }
@@ -334,11 +337,11 @@ impl Bound {
             .name("replay-proxy-writer".into())
             .spawn(move || write_loop(rx, writer, &redactor, &wc, interval))
             .map_err(ProxyError::Start)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .thread_name("replay-proxy")
-            .build()
-            .map_err(ProxyError::Start)?;
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = self.opts.threads {
+            builder.worker_threads(n.max(1));
+        }
+        let runtime = builder.enable_all().thread_name("replay-proxy").build().map_err(ProxyError::Start)?;
         let upstream_url = self.upstream.url();
         let result = runtime.block_on(async {
             let mut http = HttpConnector::new();

@@ -16,7 +16,7 @@
 
 use corpora::value::{self, Value};
 use corpora::{Blob, Case, CaseData, Flag, Header, body};
-use regex::Regex;
+use regex::{Regex, RegexSet};
 
 /// Header names redacted by default (lowercase).
 pub const DEFAULT_HEADERS: &[&str] = &[
@@ -86,6 +86,10 @@ pub struct Redactor {
     headers: Vec<String>,
     paths: Vec<JsonPath>,
     patterns: Vec<Regex>,
+    /// Every pattern in one automaton: one pass tells whether a text needs the others.
+    any: RegexSet,
+    /// The key each JSON path ends in, quoted as in JSON text (`"password"`).
+    path_keys: Vec<String>,
 }
 
 impl Redactor {
@@ -117,7 +121,19 @@ impl Redactor {
                 return Err(RedactError::Path(p.clone()));
             }
         }
-        Ok(Redactor { key, headers, paths, patterns })
+        let any = RegexSet::new(patterns.iter().map(Regex::as_str)).map_err(|e| RedactError::Pattern {
+            pattern: "(all patterns together)".into(),
+            message: e.to_string(),
+        })?;
+        let path_keys = paths
+            .iter()
+            .map(|p| match p {
+                JsonPath::Exact(parts) => parts.last().cloned().unwrap_or_default(),
+                JsonPath::Anywhere(name) => name.clone(),
+            })
+            .map(|k| serde_json::to_string(&k).unwrap_or_default())
+            .collect();
+        Ok(Redactor { key, headers, paths, patterns, any, path_keys })
     }
 
     /// The placeholder of a secret: stable for a key, revealing nothing without it.
@@ -127,9 +143,14 @@ impl Redactor {
     }
 
     fn redact_text(&self, text: &str) -> Option<String> {
+        // Most texts hold no secret: one pass over the union of the patterns says so.
+        let hits = self.any.matches(text);
+        if !hits.matched_any() {
+            return None;
+        }
         let mut out = text.to_string();
         let mut changed = false;
-        for re in &self.patterns {
+        for re in hits.iter().map(|i| &self.patterns[i]) {
             if re.is_match(&out) {
                 out = re
                     .replace_all(&out, |c: &regex::Captures<'_>| {
@@ -224,6 +245,18 @@ impl Redactor {
                 None => false,
             };
         };
+        // The common case, a body with nothing to redact, is settled on its text without
+        // decoding it into values: no secret shape anywhere in it, and no configured JSON key.
+        // A JSON escape could hide part of a secret from the text (`\u0040` for `@`, `\/`), so
+        // a body with one takes the full path.
+        if let Ok(text) = std::str::from_utf8(&decoded)
+            && !text.contains("\\u")
+            && !text.contains("\\/")
+            && !self.any.is_match(text)
+            && !self.path_keys.iter().any(|k| text.contains(k.as_str()))
+        {
+            return false;
+        }
         let ct = body::header(headers, "content-type").unwrap_or("").to_string();
         let (mut v, format) = value::decode(&ct, &decoded);
         let new = match format {
@@ -251,43 +284,46 @@ impl Redactor {
     /// Redacts a case in place (its id is recomputed from the redacted input) and flags it.
     pub fn case(&self, case: &mut Case) {
         let mut fields = Vec::new();
-        let mut data = case.data().clone();
-        match &mut data {
-            CaseData::Http(x) => {
-                fields.extend(
-                    self.headers(&mut x.request.headers).into_iter().map(|h| format!("request header {h}")),
-                );
-                if self.body(&mut x.request.headers, &mut x.request.body) {
-                    fields.push("request body".into());
-                }
-                for r in x.interim.iter_mut().chain(x.response.as_mut()) {
+        case.edit_data(|data| {
+            match data {
+                CaseData::Http(x) => {
                     fields.extend(
-                        self.headers(&mut r.headers).into_iter().map(|h| format!("response header {h}")),
+                        self.headers(&mut x.request.headers)
+                            .into_iter()
+                            .map(|h| format!("request header {h}")),
                     );
-                    if self.body(&mut r.headers, &mut r.body) {
-                        fields.push("response body".into());
-                        r.chunks.clear();
+                    if self.body(&mut x.request.headers, &mut x.request.body) {
+                        fields.push("request body".into());
+                    }
+                    for r in x.interim.iter_mut().chain(x.response.as_mut()) {
+                        fields.extend(
+                            self.headers(&mut r.headers).into_iter().map(|h| format!("response header {h}")),
+                        );
+                        if self.body(&mut r.headers, &mut r.body) {
+                            fields.push("response body".into());
+                            r.chunks.clear();
+                        }
                     }
                 }
-            }
-            CaseData::Message(m) => {
-                let mut hs = vec![Header::new("Content-Type", m.content_type.clone())];
-                if self.body(&mut hs, &mut m.input) {
-                    fields.push("message input".into());
-                }
-                if let Some(o) = &mut m.output {
-                    let mut hs = vec![Header::new("Content-Type", o.content_type.clone())];
-                    if self.body(&mut hs, &mut o.data) {
-                        fields.push("message output".into());
+                CaseData::Message(m) => {
+                    let mut hs = vec![Header::new("Content-Type", m.content_type.clone())];
+                    if self.body(&mut hs, &mut m.input) {
+                        fields.push("message input".into());
+                    }
+                    if let Some(o) = &mut m.output {
+                        let mut hs = vec![Header::new("Content-Type", o.content_type.clone())];
+                        if self.body(&mut hs, &mut o.data) {
+                            fields.push("message output".into());
+                        }
                     }
                 }
+                CaseData::Packet(_) => {}
             }
-            CaseData::Packet(_) => {}
-        }
+            !fields.is_empty()
+        });
         if !fields.is_empty() {
             fields.sort();
             fields.dedup();
-            case.set_data(data);
             case.add_flag(Flag::Redacted { fields });
         }
     }
@@ -406,6 +442,45 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    fn json_request(body: &str) -> Case {
+        Case::new(CaseData::Http(HttpExchange {
+            request: HttpRequest {
+                method: "POST".into(),
+                headers: vec![Header::new("Content-Type", "application/json")],
+                body: body.as_bytes().into(),
+                ..HttpRequest::default()
+            },
+            ..HttpExchange::default()
+        }))
+    }
+
+    /// The text pre-check (no secret shape, no configured key: skip the body) must not let a
+    /// secret through that JSON escapes hide from the raw text, nor touch a clean body.
+    #[test]
+    fn the_fast_path_skips_clean_bodies_and_never_escaped_secrets() {
+        let r = redactor();
+        let clean = r#"{"prompt":"fn main() {\n}","n":3}"#;
+        let mut c = json_request(clean);
+        r.case(&mut c);
+        assert!(c.flags.is_empty());
+        let CaseData::Http(x) = c.data() else { panic!() };
+        assert_eq!(x.request.body.as_bytes(), clean.as_bytes(), "untouched, byte for byte");
+        for hidden in [r#"{"to":"ada\u0040example.com"}"#, r#"{"k":"Bearer abcdefghij\/klmnopqrstuvwxyz"}"#] {
+            let mut c = json_request(hidden);
+            r.case(&mut c);
+            let CaseData::Http(x) = c.data() else { panic!() };
+            let text = String::from_utf8_lossy(x.request.body.as_bytes()).to_string();
+            assert!(
+                text.contains("[redacted:") && !text.contains("example.com") && !text.contains("klmnop"),
+                "{text}"
+            );
+        }
+        // A configured key is found even when no pattern matches its value.
+        let mut c = json_request(r#"{"auth":{"token":"plain"}}"#);
+        r.case(&mut c);
+        assert!(!c.flags.is_empty());
     }
 
     fn gzip(b: &[u8]) -> Vec<u8> {

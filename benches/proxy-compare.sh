@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The recording proxy's cost: wrk against an upstream directly, and through
+# `replay record proxy` in front of the same upstream, at 1 and 32 connections.
+#
+#   bash benches/proxy-compare.sh [SECONDS] [ROUNDS] [DELAY_MS]     # defaults: 5, 3, 0
+#
+# - the upstream: `demo-cli serve` (release), the demo as an HTTP/1.1 deployment on 127.0.0.1,
+#   answering POST /replay/message with the serializer's JSON. With DELAY_MS 0 that is a few µs
+#   of work: the worst case for a proxy, whose own work is then most of the total, on a machine
+#   whose two cores also run wrk and the upstream. With DELAY_MS > 0 each answer is held back
+#   that long, standing in for a model's service time (real LLM APIs take 100s of ms);
+# - the requests: POSTs of distinct JSON editor contexts (a counter in each body), so that every
+#   request through the proxy is a new case that is redacted and written to the corpus (no
+#   duplicate shortcut); the proxy syncs the corpus every second, as by default;
+# - wrk --latency gives p50 and p99; added latency = proxied minus direct at the same
+#   percentile, from runs at 1 connection (-t1 -c1); throughput from runs at 32 (-t2 -c32).
+# Rounds are interleaved (direct, proxied, direct, ...) and each figure is the median of its
+# rounds: this machine class is noisy from one run to the next.
+# Needs: wrk (Debian package).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-5}
+ROUNDS=${2:-3}
+DELAY=${3:-0}
+WORK=${WORK:-$(mktemp -d)}
+command -v wrk > /dev/null || { echo "wrk is not installed (apt-get install wrk)"; exit 2; }
+cargo build --release -q -p replay -p demo
+
+./target/release/demo-cli serve --port 0 --delay-ms "$DELAY" > "$WORK/serve.log" &
+SERVER=$!
+PROXY=
+trap 'kill $SERVER $PROXY 2>/dev/null || true' EXIT
+for _ in $(seq 50); do grep -q listening "$WORK/serve.log" && break; sleep 0.1; done
+PORT=$(sed -n 's/.*127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/serve.log")
+
+rm -rf "$WORK/corpus"
+REPLAY_REDACT_KEY=$(printf '3%.0s' $(seq 64)) ./target/release/replay record proxy \
+  --listen 127.0.0.1:0 --upstream "http://127.0.0.1:$PORT" --out "$WORK/corpus" > "$WORK/proxy.log" &
+PROXY=$!
+for _ in $(seq 50); do grep -q listening "$WORK/proxy.log" && break; sleep 0.1; done
+PPORT=$(sed -n 's/^listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/proxy.log")
+echo "upstream: demo-cli serve --delay-ms $DELAY on 127.0.0.1:$PORT; proxy on 127.0.0.1:$PPORT recording into $WORK/corpus"
+
+cat > "$WORK/post.lua" <<'EOF'
+local n = 0
+local run = 0
+-- A different prefix per thread and per wrk run, so that every request is a new case.
+init = function(args) math.randomseed(os.time() + math.floor(os.clock() * 1e6)); run = math.random(1, 1000000000) end
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer sk-benchBENCHbench0123456789abcdef"
+request = function()
+  n = n + 1
+  local body = string.format('{"file":"src/lib.rs","language":"rust","cursor":{"line":%d,"column":4},"prefix":"fn item_%d_%d() {\\n    let total = 0;\\n","suffix":"\\n}\\n","diagnostics":[],"open_tabs":["src/lib.rs","README.md"]}', n % 500, run, n)
+  return wrk.format(nil, "/replay/message", nil, body)
+end
+EOF
+
+run() { # CONNECTIONS THREADS PORT -> "rps p50_us p99_us"
+  wrk -t"$2" -c"$1" -d"${SECS}s" --latency -s "$WORK/post.lua" "http://127.0.0.1:$3" > "$WORK/wrk.out"
+  python3 - "$WORK/wrk.out" <<'EOF'
+import re, sys
+t = open(sys.argv[1]).read()
+def us(v, unit):
+    return float(v) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+p = {k: us(v, u) for k, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)", t, re.M)}
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+print(f"{rps:.0f} {p['50']:.1f} {p['99']:.1f} {errors.group(1) if errors else 0}")
+EOF
+}
+
+declare -A R
+for k in $(seq "$ROUNDS"); do
+  for c in 1 32; do
+    t=1; [ "$c" = 32 ] && t=2
+    R[direct_${c}_$k]=$(run "$c" "$t" "$PORT")
+    R[proxy_${c}_$k]=$(run "$c" "$t" "$PPORT")
+    echo "round $k, $c connection(s): direct ${R[direct_${c}_$k]}  proxied ${R[proxy_${c}_$k]}  (req/s p50µs p99µs non-2xx)"
+  done
+done
+kill -INT $PROXY; wait $PROXY || true; PROXY=
+tail -n 4 "$WORK/proxy.log"
+
+python3 - "$ROUNDS" <<EOF
+import statistics, sys
+rounds = int(sys.argv[1])
+R = {$(for key in "${!R[@]}"; do printf '"%s": "%s", ' "$key" "${R[$key]}"; done)}
+def med(side, c, i):
+    return statistics.median(float(R[f"{side}_{c}_{k}"].split()[i]) for k in range(1, rounds + 1))
+print()
+print(f"{'connections':>11} {'direct req/s':>12} {'proxied req/s':>13} {'ratio':>6} {'direct p50':>10} {'proxied p50':>11} {'added p50':>9} {'direct p99':>10} {'proxied p99':>11} {'added p99':>9}")
+for c in (1, 32):
+    d, p = med("direct", c, 0), med("proxy", c, 0)
+    d50, p50, d99, p99 = med("direct", c, 1), med("proxy", c, 1), med("direct", c, 2), med("proxy", c, 2)
+    print(f"{c:>11} {d:>12.0f} {p:>13.0f} {p / d:>6.0%} {d50:>8.0f}µs {p50:>9.0f}µs {p50 - d50:>7.0f}µs {d99:>8.0f}µs {p99:>9.0f}µs {p99 - d99:>7.0f}µs")
+EOF

@@ -14,9 +14,13 @@
 #   duplicate shortcut); the proxy syncs the corpus every second, as by default;
 # - wrk --latency gives p50 and p99; added latency = proxied minus direct at the same
 #   percentile, from runs at 1 connection (-t1 -c1); throughput from runs at 32 (-t2 -c32).
-# Rounds are interleaved (direct, proxied, direct, ...) and each figure is the median of its
-# rounds: this machine class is noisy from one run to the next.
-# Needs: wrk (Debian package).
+# - when nginx is installed (Debian package nginx-light), the same runs through nginx as a plain
+#   reverse proxy (proxy_pass with upstream keep-alive, no recording, access log off, 2 workers):
+#   the ceiling for "a proxy on this machine", which shares its two cores with wrk and the
+#   upstream. Against a zero-work upstream even nginx cannot keep 70% of direct here.
+# Rounds are interleaved (direct, proxied, nginx, direct, ...) and each figure is the median of
+# its rounds: this machine class is noisy from one run to the next.
+# Needs: wrk (Debian package); nginx optional.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-5}
@@ -29,7 +33,8 @@ cargo build --release -q -p replay -p demo
 ./target/release/demo-cli serve --port 0 --delay-ms "$DELAY" > "$WORK/serve.log" &
 SERVER=$!
 PROXY=
-trap 'kill $SERVER $PROXY 2>/dev/null || true' EXIT
+NGINX=
+trap 'kill $SERVER $PROXY 2>/dev/null || true; [ -z "$NGINX" ] || nginx -c "$WORK/nginx.conf" -s stop 2>/dev/null || true' EXIT
 for _ in $(seq 50); do grep -q listening "$WORK/serve.log" && break; sleep 0.1; done
 PORT=$(sed -n 's/.*127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/serve.log")
 
@@ -39,6 +44,26 @@ REPLAY_REDACT_KEY=$(printf '3%.0s' $(seq 64)) ./target/release/replay record pro
 PROXY=$!
 for _ in $(seq 50); do grep -q listening "$WORK/proxy.log" && break; sleep 0.1; done
 PPORT=$(sed -n 's/^listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/proxy.log")
+SIDES="direct proxy"
+if command -v nginx > /dev/null; then
+  NPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  cat > "$WORK/nginx.conf" <<EOF
+worker_processes 2;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx.err;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  upstream up { server 127.0.0.1:$PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NPORT;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+EOF
+  nginx -c "$WORK/nginx.conf" && NGINX=1 && SIDES="direct proxy nginx"
+  sleep 0.3
+fi
 echo "upstream: demo-cli serve --delay-ms $DELAY on 127.0.0.1:$PORT; proxy on 127.0.0.1:$PPORT recording into $WORK/corpus"
 
 cat > "$WORK/post.lua" <<'EOF'
@@ -74,9 +99,13 @@ declare -A R
 for k in $(seq "$ROUNDS"); do
   for c in 1 32; do
     t=1; [ "$c" = 32 ] && t=2
-    R[direct_${c}_$k]=$(run "$c" "$t" "$PORT")
-    R[proxy_${c}_$k]=$(run "$c" "$t" "$PPORT")
-    echo "round $k, $c connection(s): direct ${R[direct_${c}_$k]}  proxied ${R[proxy_${c}_$k]}  (req/s p50µs p99µs non-2xx)"
+    line="round $k, $c connection(s):"
+    for side in $SIDES; do
+      case $side in direct) p=$PORT ;; proxy) p=$PPORT ;; nginx) p=$NPORT ;; esac
+      R[${side}_${c}_$k]=$(run "$c" "$t" "$p")
+      line="$line $side ${R[${side}_${c}_$k]}"
+    done
+    echo "$line  (req/s p50µs p99µs non-2xx)"
   done
 done
 kill -INT $PROXY; wait $PROXY || true; PROXY=
@@ -94,4 +123,11 @@ for c in (1, 32):
     d, p = med("direct", c, 0), med("proxy", c, 0)
     d50, p50, d99, p99 = med("direct", c, 1), med("proxy", c, 1), med("direct", c, 2), med("proxy", c, 2)
     print(f"{c:>11} {d:>12.0f} {p:>13.0f} {p / d:>6.0%} {d50:>8.0f}µs {p50:>9.0f}µs {p50 - d50:>7.0f}µs {d99:>8.0f}µs {p99:>9.0f}µs {p99 - d99:>7.0f}µs")
+if "nginx_1_1" in R:
+    print()
+    print("the same through nginx proxy_pass (no recording):")
+    for c in (1, 32):
+        d, n = med("direct", c, 0), med("nginx", c, 0)
+        d50, n50, d99, n99 = med("direct", c, 1), med("nginx", c, 1), med("direct", c, 2), med("nginx", c, 2)
+        print(f"{c:>11} {d:>12.0f} {n:>13.0f} {n / d:>6.0%} {d50:>8.0f}µs {n50:>9.0f}µs {n50 - d50:>7.0f}µs {d99:>8.0f}µs {n99:>9.0f}µs {n99 - d99:>7.0f}µs")
 EOF

@@ -11,6 +11,7 @@ pub mod har;
 pub mod http;
 #[cfg(feature = "live")]
 pub mod live;
+mod mailbox;
 pub mod out;
 pub mod pcap;
 pub mod proxy;

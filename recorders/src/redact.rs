@@ -14,6 +14,7 @@
 //! A body that had to be changed is stored decoded (its coding headers adjusted) and the case
 //! is flagged [`Flag::Redacted`] with where.
 
+use aho_corasick::AhoCorasick;
 use corpora::value::{self, Value};
 use corpora::{Blob, Case, CaseData, Flag, Header, body};
 use regex::{Regex, RegexSet};
@@ -47,6 +48,59 @@ pub const DEFAULT_PATTERNS: &[&str] = &[
     // E-mail addresses.
     r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}",
 ];
+
+/// For each default pattern, literals one of which every match of it contains. A text with
+/// none of them cannot hold a default secret shape; finding that takes one SIMD literal scan
+/// (Teddy, about 6 GB/s here) instead of the patterns' automaton (about 0.5 GB/s).
+/// `(?i)bearer` is covered by the eight case forms of its first three letters.
+const DEFAULT_LITERALS: &[&[&str]] = &[
+    &["sk-"],
+    &["ghp_", "gho_", "ghu_", "ghs_", "ghr_"],
+    &["AKIA"],
+    &["xox"],
+    &["AIza"],
+    &["bea", "beA", "bEa", "bEA", "Bea", "BeA", "BEa", "BEA"],
+    &["@"],
+];
+
+/// A set of literals, searched for at SIMD speed: single bytes with memchr, the rest with a
+/// packed (Teddy) searcher, or an Aho-Corasick automaton where Teddy cannot be built (more
+/// than 64 literals, no SIMD on this CPU).
+struct Literals {
+    bytes: Vec<u8>,
+    packed: Option<aho_corasick::packed::Searcher>,
+    automaton: Option<AhoCorasick>,
+}
+
+impl Literals {
+    fn new(literals: &[String]) -> Result<Literals, aho_corasick::BuildError> {
+        let mut bytes: Vec<u8> = literals.iter().filter(|l| l.len() == 1).map(|l| l.as_bytes()[0]).collect();
+        bytes.sort_unstable();
+        bytes.dedup();
+        let longer: Vec<&String> = literals.iter().filter(|l| l.len() > 1).collect();
+        let mut packed = None;
+        let mut automaton = None;
+        if !longer.is_empty() {
+            packed = aho_corasick::packed::Config::new().builder().extend(&longer).build();
+            if packed.is_none() {
+                automaton = Some(AhoCorasick::new(&longer)?);
+            }
+        }
+        Ok(Literals { bytes, packed, automaton })
+    }
+
+    fn is_match(&self, text: &[u8]) -> bool {
+        let one = match self.bytes.as_slice() {
+            [] => false,
+            [a] => memchr::memchr(*a, text).is_some(),
+            [a, b] => memchr::memchr2(*a, *b, text).is_some(),
+            [a, b, c] => memchr::memchr3(*a, *b, *c, text).is_some(),
+            many => many.iter().any(|&b| memchr::memchr(b, text).is_some()),
+        };
+        one || self.packed.as_ref().is_some_and(|p| p.find(text).is_some())
+            || self.automaton.as_ref().is_some_and(|a| a.is_match(text))
+    }
+}
 
 /// What to redact, beyond the defaults.
 #[derive(Debug, Clone, Default)]
@@ -88,6 +142,12 @@ pub struct Redactor {
     patterns: Vec<Regex>,
     /// Every pattern in one automaton: one pass tells whether a text needs the others.
     any: RegexSet,
+    /// Literals that any secret shape, hidden escape or configured JSON key contains (see
+    /// [`DEFAULT_LITERALS`]; for configured patterns, their prefixes when the regex parser can
+    /// list them). A text without one is clean unless `unfiltered` matches it.
+    literals: Literals,
+    /// The configured patterns without such literals: always run.
+    unfiltered: Option<RegexSet>,
     /// The key each JSON path ends in, quoted as in JSON text (`"password"`).
     path_keys: Vec<String>,
 }
@@ -125,7 +185,7 @@ impl Redactor {
             pattern: "(all patterns together)".into(),
             message: e.to_string(),
         })?;
-        let path_keys = paths
+        let path_keys: Vec<String> = paths
             .iter()
             .map(|p| match p {
                 JsonPath::Exact(parts) => parts.last().cloned().unwrap_or_default(),
@@ -133,7 +193,33 @@ impl Redactor {
             })
             .map(|k| serde_json::to_string(&k).unwrap_or_default())
             .collect();
-        Ok(Redactor { key, headers, paths, patterns, any, path_keys })
+        // The prefilter: the defaults' literals, each configured pattern's prefixes, the JSON
+        // escapes that could hide a secret from a text scan, and the configured keys.
+        let mut literals: Vec<String> =
+            DEFAULT_LITERALS.iter().flat_map(|l| l.iter().map(|s| s.to_string())).collect();
+        let mut unfiltered = Vec::new();
+        for p in &rules.patterns {
+            match required_prefixes(p) {
+                Some(prefixes) => literals.extend(prefixes),
+                None => unfiltered.push(p.as_str()),
+            }
+        }
+        literals.extend(["\\u".to_string(), "\\/".to_string()]);
+        literals.extend(path_keys.iter().cloned());
+        literals.retain(|l| !l.is_empty());
+        let literals = Literals::new(&literals).map_err(|e| RedactError::Pattern {
+            pattern: "(the patterns' literals)".into(),
+            message: e.to_string(),
+        })?;
+        let unfiltered = if unfiltered.is_empty() {
+            None
+        } else {
+            Some(RegexSet::new(unfiltered).map_err(|e| RedactError::Pattern {
+                pattern: "(the patterns without literals)".into(),
+                message: e.to_string(),
+            })?)
+        };
+        Ok(Redactor { key, headers, paths, patterns, any, literals, unfiltered, path_keys })
     }
 
     /// The placeholder of a secret: stable for a key, revealing nothing without it.
@@ -142,8 +228,17 @@ impl Redactor {
         format!("[redacted:{}]", &h.to_hex()[..12])
     }
 
+    /// Whether `text` may hold something to redact (false: it certainly does not).
+    fn suspect(&self, text: &str) -> bool {
+        self.literals.is_match(text.as_bytes()) || self.unfiltered.as_ref().is_some_and(|u| u.is_match(text))
+    }
+
     fn redact_text(&self, text: &str) -> Option<String> {
-        // Most texts hold no secret: one pass over the union of the patterns says so.
+        // Most texts hold no secret: a literal scan, else one pass over the union of the
+        // patterns, says so.
+        if !self.suspect(text) {
+            return None;
+        }
         let hits = self.any.matches(text);
         if !hits.matched_any() {
             return None;
@@ -250,10 +345,11 @@ impl Redactor {
         // A JSON escape could hide part of a secret from the text (`\u0040` for `@`, `\/`), so
         // a body with one takes the full path.
         if let Ok(text) = std::str::from_utf8(&decoded)
-            && !text.contains("\\u")
-            && !text.contains("\\/")
-            && !self.any.is_match(text)
-            && !self.path_keys.iter().any(|k| text.contains(k.as_str()))
+            && (!self.suspect(text)
+                || !self.any.is_match(text)
+                    && !self.path_keys.iter().any(|k| text.contains(k.as_str()))
+                    && !text.contains("\\u")
+                    && !text.contains("\\/"))
         {
             return false;
         }
@@ -379,6 +475,23 @@ impl Redactor {
         hfound.extend(found);
         hfound
     }
+}
+
+/// Literals every match of `pattern` starts with, when the regex parser can list a few of
+/// them (`corp-[0-9]{8}` gives `corp-`); `None` when it cannot or they are too short to
+/// filter anything (a leading class, a one-byte or empty prefix, a pattern that does not parse
+/// here).
+fn required_prefixes(pattern: &str) -> Option<Vec<String>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::parse(pattern).ok()?;
+    let mut seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    seq.optimize_for_prefix_by_preference();
+    let lits = seq.literals()?;
+    // A one-byte prefix (a digit, a letter) is in nearly every text: it would filter nothing.
+    if lits.is_empty() || lits.len() > 64 || lits.iter().any(|l| l.as_bytes().len() < 2) {
+        return None;
+    }
+    lits.iter().map(|l| String::from_utf8(l.as_bytes().to_vec()).ok()).collect()
 }
 
 /// The redaction key: `$REPLAY_REDACT_KEY` (64 hex digits), else `~/.config/replay/redact.key`,
@@ -584,5 +697,59 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(e.contains("expected $.a.b or $..name"), "{e}");
+    }
+
+    fn with_patterns(patterns: &[&str]) -> Redactor {
+        Redactor::new(
+            [7; 32],
+            &RedactRules {
+                patterns: patterns.iter().map(|p| p.to_string()).collect(),
+                ..RedactRules::default()
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn configured_patterns_get_literal_prefilters_when_they_have_prefixes() {
+        assert_eq!(required_prefixes("corp-[0-9]{4}"), Some(vec!["corp-".to_string()]));
+        assert_eq!(required_prefixes("[0-9]{3}-[0-9]{4}"), None, "a class of single bytes filters nothing");
+        assert_eq!(required_prefixes("a*b"), None, "an empty prefix filters nothing");
+        let r = with_patterns(&["corp-[0-9]{4}", "[0-9]{3}-[0-9]{4}"]);
+        assert!(r.unfiltered.is_some(), "the class-led pattern always runs");
+        // Both still redact: the prefixed one through its literal, the other through the set.
+        for (text, gone) in [("id corp-1234 here", "corp-1234"), ("call 555-0100 now", "555-0100")] {
+            let out = r.redact_text(text).expect("redacted");
+            assert!(!out.contains(gone) && out.contains("[redacted:"), "{out}");
+        }
+        assert_eq!(r.redact_text("nothing to see, corp- alone, 55-01"), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// The prefilter never hides a match: any text one of the patterns (defaults and
+        /// configured) matches is suspect, and redacting it leaves none of them matching.
+        #[test]
+        fn the_literal_prefilter_never_hides_a_secret(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                "sk-", "sk-ant-", "ghp_", "gho_", "ghr_", "gh", "AKIA", "akia", "xoxb-", "xox", "AIza",
+                "Bearer ", "BEARER\t", "bearer", "@", "a.b", ".com", ".io", "X", "0", "7", "-", "_", " ",
+                "abcdefghij", "ABCDEFGHIJKLMNOP", "0123456789", "QRSTUVWXYZ0123", "é", "\"", "corp-", "555",
+            ]), 0..24)
+        ) {
+            static R: std::sync::LazyLock<Redactor> =
+                std::sync::LazyLock::new(|| with_patterns(&["corp-[0-9]{2}", "[0-9]{3}-[0-9]{2}"]));
+            let r = &*R;
+            let text: String = parts.concat();
+            let matched = r.patterns.iter().any(|re| re.is_match(&text));
+            if matched {
+                proptest::prop_assert!(r.suspect(&text), "missed: {text:?}");
+                let out = r.redact_text(&text).unwrap_or(text.clone());
+                proptest::prop_assert!(
+                    r.patterns.iter().all(|re| re.find_iter(&out).all(|m| m.as_str().starts_with("[redacted:"))),
+                    "left a secret in {out:?}"
+                );
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@
 
 use aho_corasick::AhoCorasick;
 use corpora::value::{self, Value};
-use corpora::{Blob, Case, CaseData, Flag, Header, body};
+use corpora::{Blob, Case, CaseData, ChunkMark, Flag, Header, body};
 use regex::{Regex, RegexSet};
 
 /// Header names redacted by default (lowercase).
@@ -147,7 +147,7 @@ pub struct Redactor {
     /// list them). A text without one is clean unless `unfiltered` matches it.
     literals: Literals,
     /// The configured patterns without such literals: always run.
-    unfiltered: Option<RegexSet>,
+    unfiltered: Option<regex::bytes::RegexSet>,
     /// The key each JSON path ends in, quoted as in JSON text (`"password"`).
     path_keys: Vec<String>,
 }
@@ -204,7 +204,6 @@ impl Redactor {
                 None => unfiltered.push(p.as_str()),
             }
         }
-        literals.extend(["\\u".to_string(), "\\/".to_string()]);
         literals.extend(path_keys.iter().cloned());
         literals.retain(|l| !l.is_empty());
         let literals = Literals::new(&literals).map_err(|e| RedactError::Pattern {
@@ -214,7 +213,7 @@ impl Redactor {
         let unfiltered = if unfiltered.is_empty() {
             None
         } else {
-            Some(RegexSet::new(unfiltered).map_err(|e| RedactError::Pattern {
+            Some(regex::bytes::RegexSet::new(unfiltered).map_err(|e| RedactError::Pattern {
                 pattern: "(the patterns without literals)".into(),
                 message: e.to_string(),
             })?)
@@ -229,14 +228,20 @@ impl Redactor {
     }
 
     /// Whether `text` may hold something to redact (false: it certainly does not).
-    fn suspect(&self, text: &str) -> bool {
-        self.literals.is_match(text.as_bytes()) || self.unfiltered.as_ref().is_some_and(|u| u.is_match(text))
+    /// The JSON escapes (`\u0040`, `\/`) are looked for on their own (memmem, a rare first
+    /// byte): in the literal set their two bytes would weaken its fingerprints for all the
+    /// others.
+    fn suspect(&self, text: &[u8]) -> bool {
+        self.literals.is_match(text)
+            || memchr::memmem::find(text, b"\\u").is_some()
+            || memchr::memmem::find(text, b"\\/").is_some()
+            || self.unfiltered.as_ref().is_some_and(|u| u.is_match(text))
     }
 
     fn redact_text(&self, text: &str) -> Option<String> {
         // Most texts hold no secret: a literal scan, else one pass over the union of the
         // patterns, says so.
-        if !self.suspect(text) {
+        if !self.suspect(text.as_bytes()) {
             return None;
         }
         let hits = self.any.matches(text);
@@ -325,48 +330,83 @@ impl Redactor {
     }
 
     /// Redacts a body given its headers: decoded, redacted, and if anything changed stored
-    /// decoded with the coding headers adjusted. Returns whether it changed.
-    fn body(&self, headers: &mut Vec<Header>, raw: &mut Blob) -> bool {
+    /// decoded with the coding headers adjusted. Returns whether it changed. `marks` (a
+    /// streamed response's chunk timing, offsets into `raw`) are moved to the new body: exactly
+    /// when the body was stored without codings and redacting it chunk by chunk gives the same
+    /// text as redacting it whole, else in proportion to the lengths (order and timing kept).
+    fn body(&self, headers: &mut Vec<Header>, raw: &mut Blob, marks: Option<&mut Vec<ChunkMark>>) -> bool {
         if raw.as_bytes().is_empty() {
             return false;
         }
-        let Ok(decoded) = body::decoded(headers, raw.as_bytes()) else {
-            // Undecodable: still scan the raw bytes as text.
-            return match std::str::from_utf8(raw.as_bytes()).ok().and_then(|t| self.redact_text(t)) {
-                Some(r) => {
+        // Without codings the body is its own decoded form: no copy.
+        let identity = !body::is_chunked(headers)
+            && body::header(headers, "content-encoding").is_none_or(|e| {
+                let e = e.trim();
+                e.is_empty() || e.eq_ignore_ascii_case("identity")
+            });
+        let decoded: std::borrow::Cow<'_, [u8]> = if identity {
+            std::borrow::Cow::Borrowed(raw.as_bytes())
+        } else {
+            match body::decoded(headers, raw.as_bytes()) {
+                Ok(d) => std::borrow::Cow::Owned(d),
+                Err(_) => {
+                    // Undecodable: still scan the raw bytes as text.
+                    let Some(r) = std::str::from_utf8(raw.as_bytes()).ok().and_then(|t| self.redact_text(t))
+                    else {
+                        return false;
+                    };
+                    let old_len = raw.len();
+                    if let Some(m) = marks {
+                        scale_marks(m, old_len, r.len());
+                    }
                     *raw = Blob(r.into_bytes());
-                    true
+                    return true;
                 }
-                None => false,
-            };
+            }
         };
         // The common case, a body with nothing to redact, is settled on its text without
         // decoding it into values: no secret shape anywhere in it, and no configured JSON key.
         // A JSON escape could hide part of a secret from the text (`\u0040` for `@`, `\/`), so
         // a body with one takes the full path.
+        // Literals first, on the bytes: most bodies end here, without even a UTF-8 check (the
+        // patterns and JSON paths apply to text, and every one of them needs a literal).
+        if !self.suspect(&decoded) {
+            return false;
+        }
         if let Ok(text) = std::str::from_utf8(&decoded)
-            && (!self.suspect(text)
-                || !self.any.is_match(text)
-                    && !self.path_keys.iter().any(|k| text.contains(k.as_str()))
-                    && !text.contains("\\u")
-                    && !text.contains("\\/"))
+            && (!self.any.is_match(text)
+                && !self.path_keys.iter().any(|k| text.contains(k.as_str()))
+                && !text.contains("\\u")
+                && !text.contains("\\/"))
         {
             return false;
         }
         let ct = body::header(headers, "content-type").unwrap_or("").to_string();
         let (mut v, format) = value::decode(&ct, &decoded);
-        let new = match format {
+        let (new, as_text) = match format {
             value::Format::Json => {
                 if !self.redact_value(&mut v, &mut Vec::new()) {
                     return false;
                 }
-                serde_json::to_vec(&v).unwrap_or_default()
+                (serde_json::to_vec(&v).unwrap_or_default(), false)
             }
             _ => match std::str::from_utf8(&decoded).ok().and_then(|t| self.redact_text(t)) {
-                Some(r) => r.into_bytes(),
+                Some(r) => (r.into_bytes(), true),
                 None => return false,
             },
         };
+        if let Some(m) = marks
+            && !m.is_empty()
+        {
+            let exact = (identity && as_text)
+                .then(|| std::str::from_utf8(&decoded).ok().and_then(|t| self.marks_by_chunk(t, m, &new)))
+                .flatten();
+            match exact {
+                Some(moved) => *m = moved,
+                None => scale_marks(m, raw.len(), new.len()),
+            }
+        }
+        drop(decoded);
         headers.retain(|h| {
             !h.0.eq_ignore_ascii_case("content-encoding") && !h.0.eq_ignore_ascii_case("transfer-encoding")
         });
@@ -375,6 +415,27 @@ impl Redactor {
         }
         *raw = Blob(new);
         true
+    }
+
+    /// The chunk marks of `text` moved onto its redacted form `whole`, when redacting each
+    /// chunk on its own gives exactly `whole` (no secret spans two chunks); `None` otherwise.
+    fn marks_by_chunk(&self, text: &str, marks: &[ChunkMark], whole: &[u8]) -> Option<Vec<ChunkMark>> {
+        let mut bounds: Vec<usize> = marks.iter().map(|m| m.at as usize).collect();
+        if bounds.windows(2).any(|w| w[0] > w[1])
+            || bounds.iter().any(|&b| b > text.len() || !text.is_char_boundary(b))
+        {
+            return None;
+        }
+        bounds.push(text.len());
+        let mut out = String::with_capacity(whole.len());
+        let mut moved = Vec::with_capacity(marks.len());
+        out.push_str(self.redact_text(&text[..bounds[0]]).as_deref().unwrap_or(&text[..bounds[0]]));
+        for (i, m) in marks.iter().enumerate() {
+            moved.push(ChunkMark { at: out.len() as u64, offset_ns: m.offset_ns });
+            let piece = &text[bounds[i]..bounds[i + 1]];
+            out.push_str(self.redact_text(piece).as_deref().unwrap_or(piece));
+        }
+        (out.as_bytes() == whole).then_some(moved)
     }
 
     /// Redacts a case in place (its id is recomputed from the redacted input) and flags it.
@@ -388,27 +449,26 @@ impl Redactor {
                             .into_iter()
                             .map(|h| format!("request header {h}")),
                     );
-                    if self.body(&mut x.request.headers, &mut x.request.body) {
+                    if self.body(&mut x.request.headers, &mut x.request.body, None) {
                         fields.push("request body".into());
                     }
                     for r in x.interim.iter_mut().chain(x.response.as_mut()) {
                         fields.extend(
                             self.headers(&mut r.headers).into_iter().map(|h| format!("response header {h}")),
                         );
-                        if self.body(&mut r.headers, &mut r.body) {
+                        if self.body(&mut r.headers, &mut r.body, Some(&mut r.chunks)) {
                             fields.push("response body".into());
-                            r.chunks.clear();
                         }
                     }
                 }
                 CaseData::Message(m) => {
                     let mut hs = vec![Header::new("Content-Type", m.content_type.clone())];
-                    if self.body(&mut hs, &mut m.input) {
+                    if self.body(&mut hs, &mut m.input, None) {
                         fields.push("message input".into());
                     }
                     if let Some(o) = &mut m.output {
                         let mut hs = vec![Header::new("Content-Type", o.content_type.clone())];
-                        if self.body(&mut hs, &mut o.data) {
+                        if self.body(&mut hs, &mut o.data, None) {
                             fields.push("message output".into());
                         }
                     }
@@ -474,6 +534,14 @@ impl Redactor {
         }
         hfound.extend(found);
         hfound
+    }
+}
+
+/// Moves chunk marks from a body of `old` bytes onto one of `new` bytes in proportion: order
+/// and timing stay, positions are approximate.
+fn scale_marks(marks: &mut [ChunkMark], old: usize, new: usize) {
+    for m in marks {
+        m.at = (u128::from(m.at.min(old as u64)) * new as u128 / (old.max(1) as u128)) as u64;
     }
 }
 
@@ -743,7 +811,7 @@ mod tests {
             let text: String = parts.concat();
             let matched = r.patterns.iter().any(|re| re.is_match(&text));
             if matched {
-                proptest::prop_assert!(r.suspect(&text), "missed: {text:?}");
+                proptest::prop_assert!(r.suspect(text.as_bytes()), "missed: {text:?}");
                 let out = r.redact_text(&text).unwrap_or(text.clone());
                 proptest::prop_assert!(
                     r.patterns.iter().all(|re| re.find_iter(&out).all(|m| m.as_str().starts_with("[redacted:"))),
@@ -751,5 +819,88 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn sse_case(body: &str, at: &[usize], chunked: bool) -> Case {
+        let mut headers = vec![Header::new("Content-Type", "text/event-stream")];
+        let raw = if chunked {
+            headers.push(Header::new("Transfer-Encoding", "chunked"));
+            format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len())
+        } else {
+            body.to_string()
+        };
+        Case::new(CaseData::Http(HttpExchange {
+            request: HttpRequest {
+                method: "POST".into(),
+                target: "/v1/chat".into(),
+                ..HttpRequest::default()
+            },
+            interim: Vec::new(),
+            response: Some(HttpResponse {
+                status: 200,
+                headers,
+                body: raw.into_bytes().into(),
+                chunks: at
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &a)| ChunkMark { at: a as u64, offset_ns: 1_000_000 * (i as u64 + 1) })
+                    .collect(),
+                ..HttpResponse::default()
+            }),
+        }))
+    }
+
+    fn response(case: &Case) -> &HttpResponse {
+        match case.data() {
+            CaseData::Http(x) => x.response.as_ref().unwrap(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_redacted_stream_keeps_its_chunk_timing() {
+        let events =
+            ["data: {\"t\":\"Hello\"}\n\n", "data: {\"t\":\"mail ada@example.com\"}\n\n", "data: [DONE]\n\n"];
+        let body = events.concat();
+        let at = [0, events[0].len(), events[0].len() + events[1].len()];
+        let mut case = sse_case(&body, &at, false);
+        redactor().case(&mut case);
+        let r = response(&case);
+        let text = std::str::from_utf8(r.body.as_bytes()).unwrap();
+        assert!(!text.contains("ada@example.com") && text.contains("[redacted:"), "{text}");
+        // Exact: each mark still starts its event, with its time.
+        assert_eq!(r.chunks.len(), 3);
+        for (i, m) in r.chunks.iter().enumerate() {
+            assert_eq!(m.offset_ns, 1_000_000 * (i as u64 + 1));
+        }
+        assert_eq!(r.chunks[0].at, 0);
+        assert!(text[r.chunks[1].at as usize..].starts_with("data: {\"t\":\"mail [redacted:"), "{text}");
+        assert!(text[r.chunks[2].at as usize..].starts_with("data: [DONE]"), "{text}");
+
+        // A secret cut in two by a chunk boundary is still redacted whole; the marks then move in
+        // proportion, in order and inside the body.
+        let split = body.find("example").unwrap();
+        let mut case = sse_case(&body, &[0, split, at[2]], false);
+        redactor().case(&mut case);
+        let r = response(&case);
+        let text = std::str::from_utf8(r.body.as_bytes()).unwrap();
+        assert!(!text.contains("ada@example.com") && !text.contains("example.com"), "{text}");
+        let ats: Vec<u64> = r.chunks.iter().map(|m| m.at).collect();
+        assert!(
+            ats.windows(2).all(|w| w[0] <= w[1]) && ats.iter().all(|&a| a as usize <= text.len()),
+            "{ats:?}"
+        );
+        assert_eq!(
+            r.chunks.iter().map(|m| m.offset_ns).collect::<Vec<_>>(),
+            vec![1_000_000, 2_000_000, 3_000_000]
+        );
+
+        // A chunked body (as a capture stores it) is stored decoded: marks in proportion.
+        let mut case = sse_case(&body, &[0, 30, 60], true);
+        redactor().case(&mut case);
+        let r = response(&case);
+        assert!(!String::from_utf8_lossy(r.body.as_bytes()).contains("ada@"));
+        assert_eq!(r.chunks.len(), 3);
+        assert!(r.chunks.iter().all(|m| m.at as usize <= r.body.len()));
     }
 }

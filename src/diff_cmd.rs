@@ -506,6 +506,6 @@ pub fn serve(config: Option<&Path>, args: ServeArgs, ui: &Ui) -> anyhow::Result<
     )?;
     out.flush()?;
     drop(out);
-    playback.serve(listener);
+    playback.serve(listener).context("replay serve")?;
     Ok(crate::exit_codes::OK)
 }

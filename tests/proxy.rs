@@ -80,7 +80,7 @@ fn recorded_traffic_plays_back_the_same_and_a_changed_request_is_a_reported_miss
     let completion =
         |n: u32, prompt: &str| format!("{{\"n\":{n},\"prompt\":\"{prompt}\",\"key\":\"{KEY}\"}}");
     // What the client sees through the recording proxy...
-    // (HTTP/2 for the second request through the proxy; playback speaks HTTP/1.1 only.)
+    // (HTTP/2 for the second request, through the proxy and through playback.)
     let traffic = |base: String, h2: bool| {
         let c1 = completion(1, "fn main() {");
         let c2 = completion(2, "def f():");
@@ -110,14 +110,34 @@ fn recorded_traffic_plays_back_the_same_and_a_changed_request_is_a_reported_miss
 
     // ...is what it sees from the played-back upstream, without the real one.
     let misses = tmp.path().join("misses.jsonl");
-    let (mut serve, saddr, _o) =
-        spawn(&["serve", "--corpus", s(&corpus), "--listen", "127.0.0.1:0", "--misses", s(&misses)]);
+    let (mut serve, saddr, _o) = spawn(&[
+        "serve",
+        "--corpus",
+        s(&corpus),
+        "--listen",
+        "127.0.0.1:0",
+        "--misses",
+        s(&misses),
+        "--speed",
+        "1",
+    ]);
     drop(up);
-    let played = rt.block_on(traffic(format!("http://{saddr}"), false));
+    let played = rt.block_on(traffic(format!("http://{saddr}"), true));
     for (r, p) in recorded.iter().zip(&played) {
         assert_eq!((r.status, &r.body), (p.status, &p.body), "{}", String::from_utf8_lossy(&p.body));
     }
     assert_eq!(played[0].headers["x-replay-playback"], "hit");
+    assert_eq!(played[1].headers["x-replay-playback"], "hit", "the HTTP/2 client is answered too");
+    // The stream comes back at its recorded pace: events spread over the upstream's gaps.
+    let (rec, play) = (&recorded[2].frames, &played[2].frames);
+    assert!(play.len() > 2, "streamed in several frames: {play:?}");
+    let span = |f: &[(Duration, usize)]| f.last().unwrap().0 - f.first().unwrap().0;
+    let expected = upstream::SSE_GAP * (upstream::SSE_EVENTS as u32 - 1);
+    assert!(span(rec) >= expected * 8 / 10, "recorded {rec:?}");
+    assert!(
+        span(play) >= expected * 7 / 10 && span(play) < expected * 3,
+        "played {play:?} vs recorded {rec:?}"
+    );
     // The new build sends the model a different prompt: a 502 naming the closest recording.
     let changed = rt
         .block_on(send(

@@ -9,10 +9,17 @@
 //! file (JSON lines). Playback never contacts an upstream.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::future::Future;
+use std::io::Write;
+use std::net::TcpListener;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use corpora::value::{self, Value};
 use corpora::{Case, CaseData, HttpResponse, body};
@@ -48,7 +55,6 @@ struct Incoming {
     path: String,
     content_type: String,
     body: Vec<u8>,
-    close: bool,
 }
 
 impl Playback {
@@ -122,29 +128,39 @@ impl Playback {
         self.exchanges
     }
 
-    /// Serves on `listener` until the process ends: a thread per connection, keep-alive.
-    pub fn serve(self: Arc<Self>, listener: TcpListener) {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            let me = self.clone();
-            std::thread::spawn(move || {
-                let _ = me.connection(conn);
-            });
-        }
-    }
-
-    fn connection(&self, conn: TcpStream) -> std::io::Result<()> {
-        conn.set_nodelay(true)?;
-        let mut reader = BufReader::new(conn.try_clone()?);
-        let mut writer = conn;
-        while let Some(req) = read_request(&mut reader)? {
-            let req = self.prepare(req);
-            self.answer(&req, &mut writer)?;
-            if req.close {
-                break;
+    /// Serves on `listener` until the process ends: HTTP/1.1 (keep-alive, pipelining) and
+    /// HTTP/2 (prior knowledge) through hyper, like the recording proxy, so a client that
+    /// spoke HTTP/2 to the proxy can speak it to playback.
+    pub fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("replay-serve").build()?;
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let mut server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            server.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(60));
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        // Out of descriptors and the like: wait a little instead of spinning.
+                        eprintln!("warning: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let me = self.clone();
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let me = me.clone();
+                        async move { Ok::<_, std::convert::Infallible>(me.respond(req).await) }
+                    });
+                    let _ = server.serve_connection(TokioIo::new(stream), service).await;
+                });
             }
-        }
-        Ok(())
+        })
     }
 
     /// Finds the recorded exchange for a request: the next unused equal one on its route, or
@@ -176,131 +192,190 @@ impl Playback {
         }))
     }
 
-    fn answer(&self, req: &Incoming, w: &mut TcpStream) -> std::io::Result<()> {
-        let rec = match self.find(req) {
+    async fn respond(&self, req: http::Request<hyper::body::Incoming>) -> http::Response<PlayBody> {
+        use http_body_util::BodyExt;
+        let (parts, body) = req.into_parts();
+        let body = match http_body_util::Limited::new(body, MAX_REQUEST_BODY).collect().await {
+            Ok(b) => b.to_bytes().to_vec(),
+            Err(e) => {
+                let (status, why) = if e.is::<http_body_util::LengthLimitError>() {
+                    (
+                        http::StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("request body over {MAX_REQUEST_BODY} bytes"),
+                    )
+                } else {
+                    (http::StatusCode::BAD_REQUEST, format!("request body: {e}"))
+                };
+                return plain(status, why);
+            }
+        };
+        let req = Incoming {
+            method: parts.method.as_str().to_string(),
+            // Origin form, also for an absolute-form request (`http://host/path`).
+            path: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+            content_type: parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string(),
+            body,
+        };
+        let req = self.prepare(req);
+        let rec = match self.find(&req) {
             Ok(r) => r,
             Err(why) => {
                 let miss = json!({"method": req.method, "path": req.path, "content_type": req.content_type,
                                   "body": String::from_utf8_lossy(&req.body), "miss": why});
                 if let Some(f) = &self.misses {
                     let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
-                    writeln!(f, "{miss}")?;
+                    if let Err(e) = writeln!(f, "{miss}") {
+                        eprintln!("warning: misses file: {e}");
+                    }
                 }
-                let body = serde_json::to_vec_pretty(&miss).unwrap_or_default();
-                write!(
-                    w,
-                    "HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Replay-Playback: miss\r\n\r\n",
-                    body.len()
-                )?;
-                w.write_all(&body)?;
-                return w.flush();
+                let mut resp = http::Response::new(Either::Left(Full::new(Bytes::from(
+                    serde_json::to_vec_pretty(&miss).unwrap_or_default(),
+                ))));
+                *resp.status_mut() = http::StatusCode::BAD_GATEWAY;
+                let h = resp.headers_mut();
+                h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+                h.insert(PLAYBACK_HEADER, http::HeaderValue::from_static("miss"));
+                return resp;
             }
         };
         let r = &rec.response;
-        let data =
-            body::decoded(&r.headers, r.body.as_bytes()).unwrap_or_else(|_| r.body.as_bytes().to_vec());
-        let mut head =
-            format!("HTTP/1.1 {} {}\r\n", r.status, if r.reason.is_empty() { "OK" } else { &r.reason });
-        for h in crate::http::end_to_end(&r.headers, true) {
-            head.push_str(&format!("{}: {}\r\n", h.0, String::from_utf8_lossy(h.1.as_bytes())));
-        }
-        head.push_str("X-Replay-Playback: hit\r\n");
+        let data = Bytes::from(
+            body::decoded(&r.headers, r.body.as_bytes()).unwrap_or_else(|_| r.body.as_bytes().to_vec()),
+        );
         let streamed = r.chunks.len() > 1 && body::header(&r.headers, "content-encoding").is_none();
-        if !streamed {
-            head.push_str(&format!("Content-Length: {}\r\n\r\n", data.len()));
-            w.write_all(head.as_bytes())?;
-            w.write_all(&data)?;
-            return w.flush();
-        }
-        // The recorded stream, chunk by chunk, at its recorded offsets (scaled by speed).
-        head.push_str("Transfer-Encoding: chunked\r\n\r\n");
-        w.write_all(head.as_bytes())?;
-        w.flush()?;
-        let start = Instant::now();
-        for (offset_ns, part) in r.chunk_slices() {
-            if let Some(speed) = self.speed {
-                let due = Duration::from_nanos((offset_ns as f64 / speed) as u64);
-                if let Some(wait) = due.checked_sub(start.elapsed()) {
-                    std::thread::sleep(wait);
-                }
+        let body = if streamed {
+            Either::Right(Paced::new(paced_parts(r, &data), self.speed))
+        } else {
+            Either::Left(Full::new(data))
+        };
+        let mut resp = http::Response::new(body);
+        *resp.status_mut() = http::StatusCode::from_u16(r.status).unwrap_or(http::StatusCode::OK);
+        let h = resp.headers_mut();
+        // Framing is hyper's (a length, or chunks / HTTP/2 frames for a stream); a recorded
+        // header that is not valid HTTP any more is left out.
+        for x in crate::http::end_to_end(&r.headers, true) {
+            if x.0.eq_ignore_ascii_case("transfer-encoding") {
+                continue;
             }
-            if !part.is_empty() {
-                write!(w, "{:x}\r\n", part.len())?;
-                w.write_all(part)?;
-                w.write_all(b"\r\n")?;
-                w.flush()?;
+            if let (Ok(name), Ok(value)) =
+                (http::HeaderName::from_bytes(x.0.as_bytes()), http::HeaderValue::from_bytes(x.1.as_bytes()))
+            {
+                h.append(name, value);
             }
         }
-        w.write_all(b"0\r\n\r\n")?;
-        w.flush()
+        h.insert(PLAYBACK_HEADER, http::HeaderValue::from_static("hit"));
+        if !r.reason.is_empty()
+            && Some(r.reason.as_str()) != resp.status().canonical_reason()
+            && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(r.reason.as_bytes().to_vec())
+        {
+            resp.extensions_mut().insert(reason);
+        }
+        resp
     }
 }
 
+/// The largest request body playback reads (413 past it).
+const MAX_REQUEST_BODY: usize = 64 << 20;
+
+/// Says whether playback found the request (`hit`) or not (`miss`); left out of diffs.
+const PLAYBACK_HEADER: &str = "x-replay-playback";
+
+type PlayBody = Either<Full<Bytes>, Paced>;
+
+fn plain(status: http::StatusCode, why: String) -> http::Response<PlayBody> {
+    let mut resp = http::Response::new(Either::Left(Full::new(Bytes::from(why + "\n"))));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+/// The recorded chunks of a streamed response as `(offset ns, bytes)` of its decoded body.
+/// The marks point into the body as recorded: the same bytes unless it was stored with its
+/// chunked framing (a capture), where they are moved in proportion.
+fn paced_parts(r: &HttpResponse, data: &Bytes) -> Vec<(u64, Bytes)> {
+    let raw = r.body.len().max(1) as u128;
+    let framed = body::is_chunked(&r.headers);
+    let at = |m: &corpora::ChunkMark| {
+        let a = m.at as usize;
+        let a = if framed { (m.at as u128 * data.len() as u128 / raw) as usize } else { a };
+        a.min(data.len())
+    };
+    let mut out = Vec::with_capacity(r.chunks.len());
+    for (i, m) in r.chunks.iter().enumerate() {
+        let start = at(m);
+        let end = r.chunks.get(i + 1).map_or(data.len(), at).max(start);
+        out.push((m.offset_ns, data.slice(start..end)));
+    }
+    // Bytes before the first mark go with it.
+    if let (Some(first), Some(m)) = (out.first_mut(), r.chunks.first()) {
+        let start = at(m);
+        if start > 0 {
+            first.1 = data.slice(0..start + first.1.len());
+        }
+    }
+    out
+}
+
+/// A streamed response body that releases each recorded chunk at its recorded offset (scaled
+/// by the speed; as fast as possible without one).
+struct Paced {
+    parts: std::collections::VecDeque<(u64, Bytes)>,
+    start: tokio::time::Instant,
+    speed: Option<f64>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Paced {
+    fn new(parts: Vec<(u64, Bytes)>, speed: Option<f64>) -> Paced {
+        Paced { parts: parts.into(), start: tokio::time::Instant::now(), speed, sleep: None }
+    }
+}
+
+impl hyper::body::Body for Paced {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        loop {
+            let Some(&(offset_ns, _)) = this.parts.front() else { return Poll::Ready(None) };
+            if let Some(speed) = this.speed {
+                let due = this.start + Duration::from_nanos((offset_ns as f64 / speed) as u64);
+                if tokio::time::Instant::now() < due {
+                    let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                    if sleep.deadline() != due {
+                        sleep.as_mut().reset(due);
+                    }
+                    ready!(sleep.as_mut().poll(cx));
+                }
+            }
+            let Some((_, data)) = this.parts.pop_front() else { return Poll::Ready(None) };
+            if !data.is_empty() {
+                return Poll::Ready(Some(Ok(hyper::body::Frame::data(data))));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.parts.is_empty()
+    }
+}
+
+/// The origin-form path of a recorded request target (`http://host/p?q` -> `/p?q`).
 fn path_of(target: &str) -> String {
     match target.split_once("://") {
         Some((_, rest)) => rest.find('/').map_or("/".to_string(), |i| rest[i..].to_string()),
         None => target.to_string(),
     }
-}
-
-/// Reads one request (Content-Length or chunked body); `None` at end of connection.
-fn read_request(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<Incoming>> {
-    let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
-        return Ok(None);
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or("").to_string();
-    let path = path_of(parts.next().unwrap_or("/"));
-    let http10 = parts.next() == Some("HTTP/1.0");
-    let (mut len, mut chunked, mut content_type, mut close) = (0usize, false, String::new(), http10);
-    loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 {
-            return Ok(None);
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            let v = v.trim();
-            match k.trim().to_ascii_lowercase().as_str() {
-                "content-length" => len = v.parse().unwrap_or(0),
-                "transfer-encoding" => chunked = v.to_ascii_lowercase().contains("chunked"),
-                "content-type" => content_type = v.to_string(),
-                "connection" => close = v.eq_ignore_ascii_case("close"),
-                _ => {}
-            }
-        }
-    }
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            line.clear();
-            r.read_line(&mut line)?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
-            if size == 0 {
-                // Trailers up to the empty line.
-                loop {
-                    line.clear();
-                    if r.read_line(&mut line)? == 0 || line.trim().is_empty() {
-                        break;
-                    }
-                }
-                break;
-            }
-            let start = body.len();
-            body.resize(start + size.min(64 << 20), 0);
-            r.read_exact(&mut body[start..])?;
-            let mut crlf = [0u8; 2];
-            r.read_exact(&mut crlf)?;
-        }
-    } else {
-        body.resize(len.min(64 << 20), 0);
-        r.read_exact(&mut body)?;
-    }
-    Ok(Some(Incoming { method, path, content_type, body, close }))
 }
 
 /// One line of a misses file as a case (the request the build sent) and its difference from
@@ -363,4 +438,45 @@ pub fn miss_diff(line: &str) -> Result<(Case, crate::diff::CaseDiff), String> {
         ..Default::default()
     }));
     Ok((case, CaseDiff { verdict: Verdict::Different, differences, reason: None }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corpora::{ChunkMark, Header};
+
+    fn streamed(headers: Vec<Header>, raw: &[u8], marks: &[(u64, u64)]) -> HttpResponse {
+        HttpResponse {
+            status: 200,
+            headers,
+            body: raw.to_vec().into(),
+            chunks: marks.iter().map(|&(at, offset_ns)| ChunkMark { at, offset_ns }).collect(),
+            ..HttpResponse::default()
+        }
+    }
+
+    #[test]
+    fn paced_parts_cover_the_body_once_in_order() {
+        // Marks into the body as sent; bytes before the first mark go out with it.
+        let r = streamed(vec![], b"xxdata: a\n\ndata: b\n\n", &[(2, 10), (11, 20)]);
+        let data = Bytes::from_static(b"xxdata: a\n\ndata: b\n\n");
+        let parts = paced_parts(&r, &data);
+        assert_eq!(
+            parts,
+            vec![(10, Bytes::from_static(b"xxdata: a\n\n")), (20, Bytes::from_static(b"data: b\n\n"))]
+        );
+        // A body stored with its chunked framing (a capture): the decoded bytes, split in
+        // proportion, nothing lost or repeated, times kept.
+        let raw = b"9\r\ndata: a\n\n\r\n9\r\ndata: b\n\n\r\n0\r\n\r\n";
+        let r = streamed(vec![Header::new("Transfer-Encoding", "chunked")], raw, &[(0, 5), (14, 9)]);
+        let data = Bytes::from(body::decoded(&r.headers, r.body.as_bytes()).unwrap());
+        let parts = paced_parts(&r, &data);
+        assert_eq!(parts.iter().map(|p| p.0).collect::<Vec<_>>(), vec![5, 9]);
+        assert_eq!(parts.iter().flat_map(|p| p.1.to_vec()).collect::<Vec<u8>>(), data.to_vec());
+        // Marks past the end or backwards are clamped, never a panic.
+        let r = streamed(vec![], b"abc", &[(2, 1), (1, 2), (99, 3)]);
+        let parts = paced_parts(&r, &Bytes::from_static(b"abc"));
+        assert_eq!(parts.len(), 3);
+        assert!(parts.iter().all(|p| p.1.len() <= 3));
+    }
 }

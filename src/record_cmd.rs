@@ -73,6 +73,13 @@ pub enum RecordAction {
         /// Threads serving connections (default: one per core). The corpus writer has its own.
         #[arg(long, value_name = "N")]
         threads: Option<usize>,
+        /// Stop by itself after this many seconds (as on Ctrl-C: open exchanges get --grace).
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<f64>,
+        /// Stop by itself once this many exchanges have been recorded (duplicates included);
+        /// exchanges already under way still finish and are recorded.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
     },
     /// Import HAR files (browser and tool exports; `-` for stdin) as HTTP exchange cases,
     /// redacted before they reach disk. Bad entries are named and skipped.
@@ -157,6 +164,8 @@ pub fn run(config: Option<&Path>, action: RecordAction, ui: &Ui) -> anyhow::Resu
             sync_interval,
             grace,
             threads,
+            duration,
+            count,
         } => {
             let seconds = |name: &str, s: f64| {
                 if s.is_finite() && s > 0.0 {
@@ -172,9 +181,11 @@ pub fn run(config: Option<&Path>, action: RecordAction, ui: &Ui) -> anyhow::Resu
                 sync_interval: seconds("sync-interval", sync_interval)?,
                 grace: seconds("grace", grace)?,
                 threads,
+                stop_after: count,
                 ..recorders::proxy::ProxyOptions::new(listen, upstream)
             };
-            proxy(&opts, &out, redactor(config)?, ui)
+            let duration = duration.map(|d| seconds("duration", d)).transpose()?;
+            proxy(&opts, duration, &out, redactor(config)?, ui)
         }
         RecordAction::Live { interface, filter, duration, count, out, keep, no_redact } => {
             let opts = recorders::live::LiveOptions {
@@ -219,6 +230,7 @@ pub(crate) fn redactor(config: Option<&Path>) -> anyhow::Result<Redactor> {
 
 fn proxy(
     opts: &recorders::proxy::ProxyOptions,
+    duration: Option<std::time::Duration>,
     out: &Path,
     redactor: Redactor,
     ui: &Ui,
@@ -238,7 +250,7 @@ fn proxy(
         );
         let _ = io::stdout().flush();
     }
-    let shutdown = async {
+    let shutdown = async move {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).ok();
         let term = async {
@@ -249,9 +261,16 @@ fn proxy(
                 None => std::future::pending().await,
             }
         };
+        let timer = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             () = term => {}
+            () = timer => {}
         }
     };
     let (mut writer, stats) = bound.run(writer, redactor, shutdown)?;

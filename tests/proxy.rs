@@ -181,6 +181,83 @@ fn recorded_traffic_plays_back_the_same_and_a_changed_request_is_a_reported_miss
     assert_eq!(sigs, ["changed $.upstream_request.body.prompt"], "{report}");
 }
 
+/// Waits for a child to end by itself, at most `limit`; `None` if it did not.
+fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn the_proxy_stops_by_itself_after_count_exchanges_or_duration() {
+    let up = upstream::start(false, KEY);
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("counted");
+    let (mut proxy, addr, out) = spawn(&[
+        "record",
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &up.url,
+        "--out",
+        s(&corpus),
+        "--count",
+        "3",
+    ]);
+    let rt = runtime();
+    let c = client(false);
+    for n in 0..3 {
+        let got = rt
+            .block_on(send(&c, "POST", &format!("http://{addr}/echo"), &[], format!("{{\"n\":{n}}}")))
+            .unwrap();
+        assert_eq!(got.status, 200);
+    }
+    let st = wait_for(&mut proxy, Duration::from_secs(15)).expect("stopped by itself after --count 3");
+    assert_eq!(st.code(), Some(exit_codes::OK));
+    let summary = rest(out);
+    assert!(summary.contains("recorded 3 exchanges"), "{summary}");
+    assert_eq!(Corpus::open(&corpus).unwrap().cases().count(), 3);
+
+    // --duration: no traffic at all, and it still ends, with a valid (empty) corpus.
+    let corpus = tmp.path().join("timed");
+    let t0 = Instant::now();
+    let (mut proxy, _addr, _out) = spawn(&[
+        "record",
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &up.url,
+        "--out",
+        s(&corpus),
+        "--duration",
+        "0.5",
+    ]);
+    let st = wait_for(&mut proxy, Duration::from_secs(15)).expect("stopped by itself after --duration");
+    assert_eq!(st.code(), Some(exit_codes::OK));
+    assert!(t0.elapsed() >= Duration::from_millis(500), "not before the duration: {:?}", t0.elapsed());
+    let verify = replay().args(["corpus", "verify", "-c", s(&corpus)]).output().unwrap();
+    assert_eq!(verify.status.code(), Some(exit_codes::OK), "{}", String::from_utf8_lossy(&verify.stdout));
+    let bad = replay()
+        .args(["record", "proxy", "--upstream", &up.url, "--out", s(&corpus), "--duration", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(exit_codes::INPUT_ERROR));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--duration"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
 #[test]
 fn kill_9_under_load_loses_nothing_older_than_the_sync_interval() {
     let up = upstream::start(false, KEY);

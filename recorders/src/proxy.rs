@@ -73,6 +73,9 @@ pub struct ProxyOptions {
     pub connect_timeout: Duration,
     /// Threads serving connections (default: one per core).
     pub threads: Option<usize>,
+    /// Stop (as on `shutdown`) once this many exchanges have reached the corpus writer,
+    /// duplicates included.
+    pub stop_after: Option<u64>,
 }
 
 impl ProxyOptions {
@@ -88,6 +91,7 @@ impl ProxyOptions {
             grace: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
             threads: None,
+            stop_after: None,
         }
     }
 }
@@ -337,9 +341,13 @@ impl Bound {
         let interval = self.opts.sync_interval;
         let wc = counters.clone();
         let mb = mailbox.clone();
+        // Told by the writer when `stop_after` exchanges are in: the acceptor stops as on
+        // `shutdown`.
+        let enough = Arc::new(tokio::sync::Notify::new());
+        let stop = self.opts.stop_after.map(|n| (n, enough.clone()));
         let writer_thread = std::thread::Builder::new()
             .name("replay-proxy-writer".into())
-            .spawn(move || write_loop(&mb, writer, &redactor, &wc, interval))
+            .spawn(move || write_loop(&mb, writer, &redactor, &wc, interval, stop))
             .map_err(ProxyError::Start)?;
         let upstream_url = self.upstream.url();
         // One single-threaded runtime per core, each owning its connections and its pool of
@@ -397,6 +405,12 @@ impl Bound {
                 rt.block_on(async {
                     let listener =
                         tokio::net::TcpListener::from_std(self.listener).map_err(ProxyError::Start)?;
+                    let shutdown = async move {
+                        tokio::select! {
+                            () = shutdown => {}
+                            () = enough.notified() => {}
+                        }
+                    };
                     accept_loop(listener, &feeds, &counters, shutdown).await;
                     Ok(())
                 })
@@ -973,14 +987,24 @@ fn write_loop(
     redactor: &Redactor,
     counters: &Counters,
     interval: Duration,
+    mut stop_after: Option<(u64, Arc<tokio::sync::Notify>)>,
 ) -> CorpusWriter {
     let mut dirty_since: Option<Instant> = None;
+    let mut taken = 0u64;
     let mut last_batch: Option<Instant> = None;
     loop {
         match mailbox.take(dirty_since.map(|t| t + interval), last_batch) {
             Taken::Batch(cases) => {
                 last_batch = Some(Instant::now());
                 for mut case in cases {
+                    taken += 1;
+                    if let Some((n, enough)) = &stop_after
+                        && taken >= *n
+                    {
+                        // `notify_one` keeps the permit if the acceptor is not waiting yet.
+                        enough.notify_one();
+                        stop_after = None;
+                    }
                     redactor.case(&mut case);
                     if case.flags.iter().any(|f| matches!(f, Flag::Redacted { .. })) {
                         bump(&counters.redacted);

@@ -55,6 +55,17 @@ fn spawn(args: &[&str]) -> (Child, SocketAddr, BufReader<std::process::ChildStdo
     (child, addr, out)
 }
 
+/// `replay record proxy` on a free loopback port in front of `upstream`, recording into `out`.
+fn spawn_proxy(
+    upstream: &str,
+    out: &str,
+    extra: &[&str],
+) -> (Child, SocketAddr, BufReader<std::process::ChildStdout>) {
+    let mut args = vec!["record", "proxy", "--listen", "127.0.0.1:0", "--upstream", upstream, "--out", out];
+    args.extend_from_slice(extra);
+    spawn(&args)
+}
+
 fn signal(child: &Child, sig: &str) {
     // The shell's own `kill`, so that no procps package is needed.
     let ok = Command::new("sh").args(["-c", &format!("kill {sig} {}", child.id())]).status().unwrap();
@@ -72,8 +83,7 @@ fn recorded_traffic_plays_back_the_same_and_a_changed_request_is_a_reported_miss
     let up = upstream::start(false, KEY);
     let tmp = tempfile::tempdir().unwrap();
     let corpus = tmp.path().join("copilot");
-    let (mut proxy, addr, out) =
-        spawn(&["record", "proxy", "--listen", "127.0.0.1:0", "--upstream", &up.url, "--out", s(&corpus)]);
+    let (mut proxy, addr, out) = spawn_proxy(&up.url, s(&corpus), &[]);
     let rt = runtime();
     let bearer = format!("Bearer {KEY}");
     let headers = [("content-type", "application/json"), ("authorization", bearer.as_str())];
@@ -200,18 +210,7 @@ fn the_proxy_stops_by_itself_after_count_exchanges_or_duration() {
     let up = upstream::start(false, KEY);
     let tmp = tempfile::tempdir().unwrap();
     let corpus = tmp.path().join("counted");
-    let (mut proxy, addr, out) = spawn(&[
-        "record",
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &up.url,
-        "--out",
-        s(&corpus),
-        "--count",
-        "3",
-    ]);
+    let (mut proxy, addr, out) = spawn_proxy(&up.url, s(&corpus), &["--count", "3"]);
     let rt = runtime();
     let c = client(false);
     for n in 0..3 {
@@ -229,18 +228,7 @@ fn the_proxy_stops_by_itself_after_count_exchanges_or_duration() {
     // --duration: no traffic at all, and it still ends, with a valid (empty) corpus.
     let corpus = tmp.path().join("timed");
     let t0 = Instant::now();
-    let (mut proxy, _addr, _out) = spawn(&[
-        "record",
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &up.url,
-        "--out",
-        s(&corpus),
-        "--duration",
-        "0.5",
-    ]);
+    let (mut proxy, _addr, _out) = spawn_proxy(&up.url, s(&corpus), &["--duration", "0.5"]);
     let st = wait_for(&mut proxy, Duration::from_secs(15)).expect("stopped by itself after --duration");
     assert_eq!(st.code(), Some(exit_codes::OK));
     assert!(t0.elapsed() >= Duration::from_millis(500), "not before the duration: {:?}", t0.elapsed());
@@ -263,18 +251,7 @@ fn kill_9_under_load_loses_nothing_older_than_the_sync_interval() {
     let up = upstream::start(false, KEY);
     let tmp = tempfile::tempdir().unwrap();
     let corpus = tmp.path().join("c");
-    let (mut proxy, addr, _out) = spawn(&[
-        "record",
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        &up.url,
-        "--out",
-        s(&corpus),
-        "--sync-interval",
-        "0.2",
-    ]);
+    let (mut proxy, addr, _out) = spawn_proxy(&up.url, s(&corpus), &["--sync-interval", "0.2"]);
     let rt = runtime();
     let stop = Arc::new(AtomicBool::new(false));
     let done: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));

@@ -236,18 +236,22 @@ fn write(
     redactor: Option<&Redactor>,
 ) -> Result<(), CorpusError> {
     let http = matches!(job.data, CaseData::Http(_));
-    let mut case = Case::new(job.data).with_source(job.source).with_time_ns(job.time_ns);
+    let mut data = job.data;
+    // Packets are kept byte for byte (a packet processor replays them as captured); only HTTP
+    // exchanges, whose headers and bodies carry credentials, are redacted, before the case
+    // is made so that its id is hashed once, from what is stored.
+    let redacted = match redactor {
+        Some(r) if http => r.data(&mut data),
+        _ => Vec::new(),
+    };
+    let mut case = Case::new(data).with_source(job.source).with_time_ns(job.time_ns);
     case.tags = job.tags;
     for f in job.flags {
         case.add_flag(f);
     }
-    // Packets are kept byte for byte (a packet processor replays them as captured); only HTTP
-    // exchanges, whose headers and bodies carry credentials, are redacted.
-    if http && let Some(r) = redactor {
-        r.case(&mut case);
-        if case.flags.iter().any(|f| matches!(f, Flag::Redacted { .. })) {
-            counts.http_redacted += 1;
-        }
+    if !redacted.is_empty() {
+        case.add_flag(Flag::Redacted { fields: redacted });
+        counts.http_redacted += 1;
     }
     match (writer.append(&case)?, http) {
         (Appended::New, true) => counts.http_new += 1,

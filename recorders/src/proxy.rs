@@ -315,7 +315,7 @@ struct Shared {
     token: Option<String>,
     listen: SocketAddr,
     max_body: usize,
-    mailbox: Arc<Mailbox<Case>>,
+    mailbox: Arc<Mailbox<Finished>>,
     counters: Arc<Counters>,
 }
 
@@ -441,7 +441,7 @@ struct WorkerCtx {
     max_body: usize,
     connect_timeout: Duration,
     grace: Duration,
-    mailbox: Arc<Mailbox<Case>>,
+    mailbox: Arc<Mailbox<Finished>>,
     counters: Arc<Counters>,
 }
 
@@ -796,7 +796,7 @@ enum BodyState {
 /// One exchange being recorded. Shared by the two body tees and the handler; when the last of
 /// them lets go, `Drop` sends the finished case to the writer.
 struct Capture {
-    mailbox: Option<Arc<Mailbox<Case>>>,
+    mailbox: Option<Arc<Mailbox<Finished>>>,
     counters: Arc<Counters>,
     source: Source,
     time_ns: i64,
@@ -863,39 +863,58 @@ impl Capture {
     }
 }
 
+/// A finished exchange on its way to the writer, which redacts it and only then makes it a
+/// case (its id hashed once, from what is stored, off the request's path).
+struct Finished {
+    data: CaseData,
+    source: Source,
+    time_ns: i64,
+    flags: Vec<Flag>,
+    tags: BTreeMap<String, String>,
+}
+
 impl Drop for Capture {
     fn drop(&mut self) {
         let Some(mailbox) = self.mailbox.take() else { return };
-        let mut case = Case::new(CaseData::Http(HttpExchange {
-            request: std::mem::take(&mut self.request),
-            interim: Vec::new(),
-            response: self.response.take(),
-        }));
-        case.source = std::mem::take(&mut self.source);
-        case.time_ns = Some(self.time_ns);
-        let CaseData::Http(x) = case.data() else { return };
-        let kept_req = x.request.body.len() as u64;
-        let kept_resp = x.response.as_ref().map(|r| r.body.len() as u64);
+        let mut flags = Vec::new();
+        let kept_req = self.request.body.len() as u64;
         if self.request_state != BodyState::Complete {
             bump(&self.counters.request_truncated);
-            case.add_flag(Flag::RequestTruncated { kept: kept_req });
+            flags.push(Flag::RequestTruncated { kept: kept_req });
         }
-        match kept_resp {
-            None => case.add_flag(Flag::NoResponse),
+        match self.response.as_ref().map(|r| r.body.len() as u64) {
+            None => flags.push(Flag::NoResponse),
             Some(kept) if self.response_state != BodyState::Complete => {
                 bump(&self.counters.response_truncated);
-                case.add_flag(Flag::ResponseTruncated { kept });
+                flags.push(Flag::ResponseTruncated { kept });
             }
             Some(_) => {}
         }
+        let mut tags = BTreeMap::new();
         if let Some(e) = self.upstream_error.take() {
-            case.tags.insert("upstream_error".into(), e);
+            tags.insert("upstream_error".into(), e);
         }
+        let finished = Finished {
+            data: CaseData::Http(HttpExchange {
+                request: std::mem::take(&mut self.request),
+                interim: Vec::new(),
+                response: self.response.take(),
+            }),
+            source: std::mem::take(&mut self.source),
+            time_ns: self.time_ns,
+            flags,
+            tags,
+        };
         // Blocks when the writer is behind: back-pressure instead of unbounded memory.
-        if let Err(case) = mailbox.post(case) {
+        if let Err(f) = mailbox.post(finished) {
             // Only after the writer has closed: a task that outlived the shutdown.
             bump(&self.counters.write_errors);
-            eprintln!("warning: case {} not recorded: the corpus was already closed", case.id());
+            if let CaseData::Http(x) = &f.data {
+                eprintln!(
+                    "warning: {} {} not recorded: the corpus was already closed",
+                    x.request.method, x.request.target
+                );
+            }
         }
     }
 }
@@ -982,7 +1001,7 @@ impl<B> Drop for Tee<B> {
 }
 
 fn write_loop(
-    mailbox: &Mailbox<Case>,
+    mailbox: &Mailbox<Finished>,
     mut writer: CorpusWriter,
     redactor: &Redactor,
     counters: &Counters,
@@ -996,7 +1015,7 @@ fn write_loop(
         match mailbox.take(dirty_since.map(|t| t + interval), last_batch) {
             Taken::Batch(cases) => {
                 last_batch = Some(Instant::now());
-                for mut case in cases {
+                for f in cases {
                     taken += 1;
                     if let Some((n, enough)) = &stop_after
                         && taken >= *n
@@ -1005,8 +1024,15 @@ fn write_loop(
                         enough.notify_one();
                         stop_after = None;
                     }
-                    redactor.case(&mut case);
-                    if case.flags.iter().any(|f| matches!(f, Flag::Redacted { .. })) {
+                    let mut data = f.data;
+                    let redacted = redactor.data(&mut data);
+                    let mut case = Case::new(data).with_source(f.source).with_time_ns(f.time_ns);
+                    case.tags = f.tags;
+                    for flag in f.flags {
+                        case.add_flag(flag);
+                    }
+                    if !redacted.is_empty() {
+                        case.add_flag(Flag::Redacted { fields: redacted });
                         bump(&counters.redacted);
                     }
                     match writer.append(&case) {

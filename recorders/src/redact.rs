@@ -438,48 +438,54 @@ impl Redactor {
         (out.as_bytes() == whole).then_some(moved)
     }
 
+    /// Redacts case data in place; returns where it changed something (sorted, each once),
+    /// empty when it changed nothing. The caller computes the case id afterwards, once.
+    pub fn data(&self, data: &mut CaseData) -> Vec<String> {
+        let mut fields = Vec::new();
+        match data {
+            CaseData::Http(x) => {
+                fields.extend(
+                    self.headers(&mut x.request.headers).into_iter().map(|h| format!("request header {h}")),
+                );
+                if self.body(&mut x.request.headers, &mut x.request.body, None) {
+                    fields.push("request body".into());
+                }
+                for r in x.interim.iter_mut().chain(x.response.as_mut()) {
+                    fields.extend(
+                        self.headers(&mut r.headers).into_iter().map(|h| format!("response header {h}")),
+                    );
+                    if self.body(&mut r.headers, &mut r.body, Some(&mut r.chunks)) {
+                        fields.push("response body".into());
+                    }
+                }
+            }
+            CaseData::Message(m) => {
+                let mut hs = vec![Header::new("Content-Type", m.content_type.clone())];
+                if self.body(&mut hs, &mut m.input, None) {
+                    fields.push("message input".into());
+                }
+                if let Some(o) = &mut m.output {
+                    let mut hs = vec![Header::new("Content-Type", o.content_type.clone())];
+                    if self.body(&mut hs, &mut o.data, None) {
+                        fields.push("message output".into());
+                    }
+                }
+            }
+            CaseData::Packet(_) => {}
+        }
+        fields.sort();
+        fields.dedup();
+        fields
+    }
+
     /// Redacts a case in place (its id is recomputed from the redacted input) and flags it.
     pub fn case(&self, case: &mut Case) {
         let mut fields = Vec::new();
         case.edit_data(|data| {
-            match data {
-                CaseData::Http(x) => {
-                    fields.extend(
-                        self.headers(&mut x.request.headers)
-                            .into_iter()
-                            .map(|h| format!("request header {h}")),
-                    );
-                    if self.body(&mut x.request.headers, &mut x.request.body, None) {
-                        fields.push("request body".into());
-                    }
-                    for r in x.interim.iter_mut().chain(x.response.as_mut()) {
-                        fields.extend(
-                            self.headers(&mut r.headers).into_iter().map(|h| format!("response header {h}")),
-                        );
-                        if self.body(&mut r.headers, &mut r.body, Some(&mut r.chunks)) {
-                            fields.push("response body".into());
-                        }
-                    }
-                }
-                CaseData::Message(m) => {
-                    let mut hs = vec![Header::new("Content-Type", m.content_type.clone())];
-                    if self.body(&mut hs, &mut m.input, None) {
-                        fields.push("message input".into());
-                    }
-                    if let Some(o) = &mut m.output {
-                        let mut hs = vec![Header::new("Content-Type", o.content_type.clone())];
-                        if self.body(&mut hs, &mut o.data, None) {
-                            fields.push("message output".into());
-                        }
-                    }
-                }
-                CaseData::Packet(_) => {}
-            }
+            fields = self.data(data);
             !fields.is_empty()
         });
         if !fields.is_empty() {
-            fields.sort();
-            fields.dedup();
             case.add_flag(Flag::Redacted { fields });
         }
     }

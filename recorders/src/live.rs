@@ -63,6 +63,8 @@ pub fn capture(rec: &mut Recorder, opts: &LiveOptions, stop: &AtomicBool) -> Res
         .promisc(false)
         .snaplen(262_144)
         .immediate_mode(true)
+        // Room for bursts while a packet is being recorded (the ring is the kernel's memory).
+        .buffer_size(8 << 20)
         .open()
         .map_err(err)?
         // Non-blocking, so stop, duration and count are checked even when no packet comes:
@@ -100,9 +102,15 @@ pub fn capture(rec: &mut Recorder, opts: &LiveOptions, stop: &AtomicBool) -> Res
                     interface: None,
                 })?;
             }
-            // Nothing waiting: the kernel ring holds what arrives meanwhile (its drops are
-            // reported below).
-            Err(pcap::Error::TimeoutExpired) => std::thread::sleep(Duration::from_millis(2)),
+            // Nothing waiting: sleep in poll(2) on the capture's socket, which wakes as soon
+            // as the kernel has a packet, or after 50 ms to look at stop, duration and count
+            // again. (A fixed sleep here let a burst overrun the ring: with a 256 KiB snap
+            // length libpcap's default 2 MiB ring holds about eight packets; seen in CI as kernel drops.)
+            Err(pcap::Error::TimeoutExpired) => {
+                use rustix::event::{PollFd, PollFlags, Timespec, poll};
+                let mut fds = [PollFd::new(&cap, PollFlags::IN)];
+                let _ = poll(&mut fds, Some(&Timespec { tv_sec: 0, tv_nsec: 50_000_000 }));
+            }
             Err(e) => return Err(err(e)),
         }
     };

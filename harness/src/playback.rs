@@ -479,4 +479,27 @@ mod tests {
         assert_eq!(parts.len(), 3);
         assert!(parts.iter().all(|p| p.1.len() <= 3));
     }
+
+    proptest::proptest! {
+        /// Whatever the marks (a hand-edited case, a capture), the parts never panic, keep
+        /// every mark's time in order, and for marks in order cover the body exactly once.
+        #[test]
+        fn paced_parts_never_lose_or_repeat_bytes_for_ordered_marks(
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            mut ats in proptest::collection::vec(0u64..260, 1..8),
+            framed in proptest::bool::ANY,
+        ) {
+            let headers = if framed { vec![Header::new("Transfer-Encoding", "chunked")] } else { vec![] };
+            let marks: Vec<(u64, u64)> = ats.iter().enumerate().map(|(i, &a)| (a, i as u64)).collect();
+            let r = streamed(headers.clone(), &body, &marks);
+            let data = Bytes::from(body.clone());
+            let parts = paced_parts(&r, &data);
+            proptest::prop_assert_eq!(parts.iter().map(|p| p.0).collect::<Vec<_>>(), (0..ats.len() as u64).collect::<Vec<_>>());
+            ats.sort_unstable();
+            let marks: Vec<(u64, u64)> = ats.iter().enumerate().map(|(i, &a)| (a, i as u64)).collect();
+            let r = streamed(headers, &body, &marks);
+            let joined: Vec<u8> = paced_parts(&r, &data).iter().flat_map(|p| p.1.to_vec()).collect();
+            proptest::prop_assert_eq!(joined, body);
+        }
+    }
 }

@@ -909,4 +909,34 @@ mod tests {
         assert_eq!(r.chunks.len(), 3);
         assert!(r.chunks.iter().all(|m| m.at as usize <= r.body.len()));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+        /// Moving chunk marks: every mark kept with its time, in order, inside the new body, and
+        /// no secret left whatever the boundaries cut.
+        #[test]
+        fn redacted_streams_keep_ordered_marks_inside_the_body(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                "data: {\"t\":\"", "\"}\n\n", "ada@example.com", "sk-abcdefghijklmnopqrstuvwx", " tok ", "é", "\n",
+            ]), 1..16),
+            cuts in proptest::collection::vec(0usize..400, 0..6),
+            chunked in proptest::bool::ANY,
+        ) {
+            static R: std::sync::LazyLock<Redactor> = std::sync::LazyLock::new(redactor);
+            let body = parts.concat();
+            let mut at: Vec<usize> = cuts.into_iter().map(|c| c.min(body.len())).filter(|&c| body.is_char_boundary(c)).collect();
+            at.push(0);
+            at.sort_unstable();
+            at.dedup();
+            let mut case = sse_case(&body, &at, chunked);
+            R.case(&mut case);
+            let r = response(&case);
+            let n = r.body.len() as u64;
+            proptest::prop_assert_eq!(r.chunks.len(), at.len());
+            proptest::prop_assert!(r.chunks.windows(2).all(|w| w[0].at <= w[1].at && w[0].offset_ns < w[1].offset_ns));
+            proptest::prop_assert!(r.chunks.iter().all(|m| m.at <= n), "{:?} past {}", r.chunks, n);
+            let text = String::from_utf8_lossy(r.body.as_bytes());
+            proptest::prop_assert!(!text.contains("ada@example.com") && !text.contains("sk-abcdefghijklmnopqrstuvwx"), "{}", text);
+        }
+    }
 }

@@ -773,6 +773,11 @@ mod tests {
         assert!(e.contains("expected $.a.b or $..name"), "{e}");
     }
 
+    /// `PROPTEST_CASES` when set (a long run), else `n`.
+    fn cases(n: u32) -> u32 {
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(n)
+    }
+
     fn with_patterns(patterns: &[&str]) -> Redactor {
         Redactor::new(
             [7; 32],
@@ -800,7 +805,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(cases(2000)))]
         /// The prefilter never hides a match: any text one of the patterns (defaults and
         /// configured) matches is suspect, and redacting it leaves none of them matching.
         #[test]
@@ -911,7 +916,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(cases(500)))]
         /// Moving chunk marks: every mark kept with its time, in order, inside the new body, and
         /// no secret left whatever the boundaries cut.
         #[test]

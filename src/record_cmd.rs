@@ -76,7 +76,7 @@ pub enum RecordAction {
         /// Stop by itself after this many seconds (as on Ctrl-C: open exchanges get --grace).
         #[arg(long, value_name = "SECONDS")]
         duration: Option<f64>,
-        /// Stop by itself once this many exchanges have been recorded (duplicates included);
+        /// Stop by itself once this many exchanges have been recorded (repeats included);
         /// exchanges already under way still finish and are recorded.
         #[arg(long, value_name = "N")]
         count: Option<u64>,
@@ -284,11 +284,11 @@ fn proxy(
     if !ui.is_quiet() {
         let s = &stats;
         println!(
-            "recorded {} exchanges from {} connections into {} ({} already present, {} redacted)",
+            "recorded {} exchanges from {} connections into {} ({} repeats of a request recorded before, {} redacted)",
             s.recorded,
             s.connections,
             out.display(),
-            s.duplicates,
+            s.repeats,
             s.redacted
         );
         println!(

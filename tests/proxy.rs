@@ -191,6 +191,62 @@ fn recorded_traffic_plays_back_the_same_and_a_changed_request_is_a_reported_miss
     assert_eq!(sigs, ["changed $.upstream_request.body.prompt"], "{report}");
 }
 
+/// A model answers the same prompt differently from one call to the next. The proxy keeps every
+/// answer to a request sent again byte for byte (as a numbered repeat, in this run and across
+/// runs into the same corpus), and playback answers the repeats in recorded order, then the last
+/// one again.
+#[test]
+fn repeated_identical_requests_are_all_recorded_and_answered_in_recorded_order() {
+    let up = upstream::start(false, KEY);
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("repeats");
+    let rt = runtime();
+    // The same Host each time: the proxy listens on a new port each run, and the request as
+    // recorded (what its id is made of) carries the Host the client sent.
+    let headers = [("content-type", "application/json"), ("host", "copilot.example")];
+    let same = "{\"n\":7,\"prompt\":\"same prompt\"}";
+    let ask = |base: String, times: usize| {
+        rt.block_on(async move {
+            let c = client(false);
+            let mut answers = Vec::new();
+            for _ in 0..times {
+                let r =
+                    send(&c, "POST", &format!("{base}/v1/chat/completions"), &headers, same).await.unwrap();
+                assert_eq!(r.status, 200);
+                let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                answers.push(v["sample"].as_u64().unwrap());
+            }
+            answers
+        })
+    };
+    // Two runs into the same corpus: 2 answers, then 1 more.
+    let mut recorded = Vec::new();
+    for (times, repeats) in [(2, 1), (1, 1)] {
+        let (mut proxy, addr, out) = spawn_proxy(&up.url, s(&corpus), &[]);
+        recorded.extend(ask(format!("http://{addr}"), times));
+        signal(&proxy, "-INT");
+        assert_eq!(proxy.wait().unwrap().code(), Some(exit_codes::OK));
+        let summary = rest(out);
+        assert!(
+            summary.contains(&format!("recorded {times} exchanges"))
+                && summary.contains(&format!("({repeats} repeats of a request recorded before")),
+            "{summary}"
+        );
+    }
+    assert_eq!(recorded, [0, 1, 2], "the upstream answered each call differently");
+    let verify = replay().args(["corpus", "verify", "-c", s(&corpus)]).output().unwrap();
+    assert_eq!(verify.status.code(), Some(exit_codes::OK), "{}", String::from_utf8_lossy(&verify.stdout));
+    let repeats: Vec<u32> = Corpus::open(&corpus).unwrap().cases().map(|c| c.unwrap().repeat()).collect();
+    assert_eq!(repeats, [0, 1, 2]);
+
+    let (mut serve, saddr, _o) = spawn(&["serve", "--corpus", s(&corpus), "--listen", "127.0.0.1:0"]);
+    drop(up);
+    let played = ask(format!("http://{saddr}"), 4);
+    signal(&serve, "-TERM");
+    let _ = serve.wait();
+    assert_eq!(played, [0, 1, 2, 2], "recorded order, then the last answer again");
+}
+
 /// Waits for a child to end by itself, at most `limit`; `None` if it did not.
 fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let t0 = Instant::now();

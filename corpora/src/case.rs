@@ -31,8 +31,17 @@ pub struct Case {
     /// What the recorder knew was wrong with this case.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<Flag>,
+    /// Which recording of this same input this is: 0 for the first, 1 for the first repeat, and
+    /// so on. Part of the id (see [`Case::with_repeat`]): a recording proxy keeps every answer to
+    /// a request sent again byte for byte, so that playback answers repeats in recorded order.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    repeat: u32,
     /// The recorded input, and output where known.
     data: CaseData,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The kinds of case. The discriminant is the record kind byte of the corpus format.
@@ -375,7 +384,35 @@ impl Case {
     /// A case for this data, with its id computed and no metadata.
     pub fn new(data: CaseData) -> Case {
         let id = compute_id(&data);
-        Case { id, source: Source::Unknown, time_ns: None, tags: BTreeMap::new(), flags: Vec::new(), data }
+        Case {
+            id,
+            source: Source::Unknown,
+            time_ns: None,
+            tags: BTreeMap::new(),
+            flags: Vec::new(),
+            repeat: 0,
+            data,
+        }
+    }
+
+    /// Marks this case as the `repeat`-th recording of the same input (0: the first) and
+    /// derives its id from the input's id and that number, without hashing the input again.
+    pub fn with_repeat(mut self, repeat: u32) -> Case {
+        let base = if self.repeat == 0 { self.id } else { compute_id(&self.data) };
+        self.id = repeat_id(base, repeat);
+        self.repeat = repeat;
+        self
+    }
+
+    /// Which recording of the same input this is (0: the first; see [`Case::with_repeat`]).
+    pub fn repeat(&self) -> u32 {
+        self.repeat
+    }
+
+    /// The id of the input's `repeat`-th recording, from the id of its first: `base` itself for
+    /// 0, else `BLAKE3("replay.case.repeat.v1\0" || base || u32 LE repeat)[0..16]`.
+    pub fn repeat_of(base: CaseId, repeat: u32) -> CaseId {
+        repeat_id(base, repeat)
     }
 
     /// Sets where the case came from (builder style).
@@ -426,7 +463,7 @@ impl Case {
 
     /// Replaces the data and recomputes the id.
     pub fn set_data(&mut self, data: CaseData) {
-        self.id = compute_id(&data);
+        self.id = repeat_id(compute_id(&data), self.repeat);
         self.data = data;
     }
 
@@ -435,7 +472,7 @@ impl Case {
     pub fn edit_data(&mut self, edit: impl FnOnce(&mut CaseData) -> bool) -> bool {
         let changed = edit(&mut self.data);
         if changed {
-            self.id = compute_id(&self.data);
+            self.id = repeat_id(compute_id(&self.data), self.repeat);
         }
         changed
     }
@@ -448,13 +485,27 @@ impl Case {
     /// The id that the data hashes to. Equal to [`Case::id`] unless the stored id is damaged
     /// or the case was read from JSON without one.
     pub fn compute_id(&self) -> CaseId {
-        compute_id(&self.data)
+        repeat_id(compute_id(&self.data), self.repeat)
     }
 
     /// Sets the id to the one the data hashes to (after reading JSON, where it may be absent).
     pub fn refresh_id(&mut self) {
-        self.id = compute_id(&self.data);
+        self.id = self.compute_id();
     }
+}
+
+/// The id of recording `repeat` of an input whose first recording has id `base`.
+fn repeat_id(base: CaseId, repeat: u32) -> CaseId {
+    if repeat == 0 {
+        return base;
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(b"replay.case.repeat.v1\0");
+    h.update(&base.0);
+    h.update(&repeat.to_le_bytes());
+    let mut out = [0u8; ID_LEN];
+    out.copy_from_slice(&h.finalize().as_bytes()[..ID_LEN]);
+    CaseId(out)
 }
 
 /// Domain separation for case ids; bump the suffix if the canonical encoding changes.
@@ -536,6 +587,33 @@ mod tests {
         // The id is part of the on-disk format: changing it orphans every baseline.
         let id = Case::new(msg("{}")).id();
         assert_eq!(id.to_hex(), include_str!("../tests/pinned_id.txt").trim());
+    }
+
+    #[test]
+    fn a_repeat_has_its_own_stable_id_kept_through_edits_and_encodings() {
+        let first = Case::new(msg("{}"));
+        assert_eq!(first.clone().with_repeat(0).id(), first.id());
+        let second = first.clone().with_repeat(1);
+        let third = first.clone().with_repeat(2);
+        assert_ne!(second.id(), first.id());
+        assert_ne!(second.id(), third.id());
+        assert_eq!(second.id(), Case::repeat_of(first.id(), 1));
+        assert_eq!(second.compute_id(), second.id());
+        // Re-marking starts again from the input, not from the derived id.
+        assert_eq!(third.clone().with_repeat(1).id(), second.id());
+        assert_eq!(third.clone().with_repeat(0).id(), first.id());
+        // Editing the input keeps the repeat number.
+        let mut edited = second.clone();
+        edited.set_data(msg("[]"));
+        assert_eq!(edited.repeat(), 1);
+        assert_eq!(edited.id(), Case::repeat_of(Case::new(msg("[]")).id(), 1));
+        // Both encodings carry it; the first recording's encoding does not mention it.
+        let mp = rmp_serde::to_vec_named(&second).unwrap();
+        let back: Case = rmp_serde::from_slice(&mp).unwrap();
+        assert_eq!((back.repeat(), back.id(), back.compute_id()), (1, second.id(), second.id()));
+        let json = serde_json::to_string(&second).unwrap();
+        assert!(json.contains("\"repeat\":1"), "{json}");
+        assert!(!serde_json::to_string(&first).unwrap().contains("repeat"));
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //!   upstream is ever contacted (`CONNECT` gets 405, an absolute-form request for another host
 //!   gets 403); corpus files are mode 0600 (the corpus writer's).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use corpora::{
-    Appended, Blob, Case, CaseData, ChunkMark, CorpusWriter, Flag, Header, HttpExchange, HttpRequest,
+    Appended, Blob, Case, CaseData, CaseId, ChunkMark, CorpusWriter, Flag, Header, HttpExchange, HttpRequest,
     HttpResponse, Source,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -73,8 +73,7 @@ pub struct ProxyOptions {
     pub connect_timeout: Duration,
     /// Threads serving connections (default: one per core).
     pub threads: Option<usize>,
-    /// Stop (as on `shutdown`) once this many exchanges have reached the corpus writer,
-    /// duplicates included.
+    /// Stop (as on `shutdown`) once this many exchanges have reached the corpus writer.
     pub stop_after: Option<u64>,
 }
 
@@ -144,8 +143,11 @@ pub struct ProxyStats {
     pub requests: u64,
     /// Exchanges written as new cases.
     pub recorded: u64,
-    /// Exchanges whose request was already a case of the corpus (the first one is kept).
-    pub duplicates: u64,
+    /// Of `recorded`, exchanges whose request was byte for byte one recorded before (in this run
+    /// or already in the corpus). Each is kept as a numbered repeat ([`Case::with_repeat`]), so
+    /// that playback answers repeated requests in recorded order: a model may answer the same
+    /// prompt differently each time.
+    pub repeats: u64,
     /// Cases with at least one redacted value.
     pub redacted: u64,
     /// Request bodies recorded cut at the size cap.
@@ -167,7 +169,7 @@ struct Counters {
     connections: AtomicU64,
     requests: AtomicU64,
     recorded: AtomicU64,
-    duplicates: AtomicU64,
+    repeats: AtomicU64,
     redacted: AtomicU64,
     request_truncated: AtomicU64,
     response_truncated: AtomicU64,
@@ -200,7 +202,7 @@ impl Counters {
             connections: g(&self.connections),
             requests: g(&self.requests),
             recorded: g(&self.recorded),
-            duplicates: g(&self.duplicates),
+            repeats: g(&self.repeats),
             redacted: g(&self.redacted),
             request_truncated: g(&self.request_truncated),
             response_truncated: g(&self.response_truncated),
@@ -1000,6 +1002,28 @@ impl<B> Drop for Tee<B> {
     }
 }
 
+/// Numbers recordings of the same request (see [`Case::with_repeat`]).
+#[derive(Default)]
+struct Repeats {
+    /// For inputs seen more than once: the next repeat number. Inputs recorded once are not
+    /// kept here (the corpus index already knows them), so this grows with repeated inputs only.
+    next: HashMap<CaseId, u32>,
+}
+
+impl Repeats {
+    /// The repeat number for a new recording of the input whose first recording has id `base`:
+    /// 0 if the corpus has none yet, else one past the last present.
+    fn number(&mut self, writer: &CorpusWriter, base: CaseId) -> u32 {
+        let n = match self.next.get(&base) {
+            Some(&n) => n,
+            None if !writer.contains(&base) => return 0,
+            None => (1..).find(|&k| !writer.contains(&Case::repeat_of(base, k))).unwrap_or(u32::MAX),
+        };
+        self.next.insert(base, n.saturating_add(1));
+        n
+    }
+}
+
 fn write_loop(
     mailbox: &Mailbox<Finished>,
     mut writer: CorpusWriter,
@@ -1009,6 +1033,7 @@ fn write_loop(
     mut stop_after: Option<(u64, Arc<tokio::sync::Notify>)>,
 ) -> CorpusWriter {
     let mut dirty_since: Option<Instant> = None;
+    let mut repeats = Repeats::default();
     let mut taken = 0u64;
     let mut last_batch: Option<Instant> = None;
     loop {
@@ -1027,6 +1052,11 @@ fn write_loop(
                     let mut data = f.data;
                     let redacted = redactor.data(&mut data);
                     let mut case = Case::new(data).with_source(f.source).with_time_ns(f.time_ns);
+                    let repeat = repeats.number(&writer, case.id());
+                    if repeat > 0 {
+                        case = case.with_repeat(repeat);
+                        bump(&counters.repeats);
+                    }
                     case.tags = f.tags;
                     for flag in f.flags {
                         case.add_flag(flag);
@@ -1040,7 +1070,14 @@ fn write_loop(
                             bump(&counters.recorded);
                             dirty_since.get_or_insert_with(Instant::now);
                         }
-                        Ok(Appended::Duplicate) => bump(&counters.duplicates),
+                        Ok(Appended::Duplicate) => {
+                            // Cannot happen: `Repeats` numbered it past every recording present.
+                            bump(&counters.write_errors);
+                            eprintln!(
+                                "warning: case {} not recorded: its repeat number was taken",
+                                case.id()
+                            );
+                        }
                         Err(e) => {
                             bump(&counters.write_errors);
                             eprintln!("warning: case {} not recorded: {e}", case.id());

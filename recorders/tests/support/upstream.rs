@@ -76,8 +76,9 @@ impl Drop for Upstream {
 }
 
 /// Routes:
-/// - `POST /v1/chat/completions`: a JSON completion echoing the request's `prompt` and `n`;
-///   sets a session cookie (`Set-Cookie: session=<secret>`, the secret given to `start`);
+/// - `POST /v1/chat/completions`: a JSON completion echoing the request's `prompt` and `n`, and
+///   `sample`: how many requests this upstream had seen before, so that a request sent again
+///   gets a different answer, as from a sampling model; sets a session cookie (`Set-Cookie: session=<secret>`, the secret given to `start`);
 /// - `POST /v1/stream`: server-sent events, [`SSE_EVENTS`] events [`SSE_GAP`] apart, then
 ///   `data: [DONE]`, chunked;
 /// - `GET /gzip`: a gzip-compressed JSON body that contains `secret`;
@@ -170,6 +171,7 @@ async fn route(
 ) -> Result<Response<UpBody>, Infallible> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+    let sample = seen.lock().unwrap().len();
     seen.lock().unwrap().push(Seen {
         method: parts.method.to_string(),
         uri: parts.uri.to_string(),
@@ -191,6 +193,7 @@ async fn route(
                 "object": "chat.completion",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("echo: {}", v["prompt"].as_str().unwrap_or(""))}}],
                 "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+                "sample": sample,
             });
             Response::builder()
                 .header("content-type", "application/json")

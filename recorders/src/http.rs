@@ -225,6 +225,16 @@ fn find_start(b: &[u8], request: bool) -> Option<usize> {
     (1..b.len()).find(|&i| b[i - 1] == b'\n' && ok(i))
 }
 
+/// `HTTP/1.x` as parsed (httparse knows only 0 and 1), without the formatting machinery: this
+/// runs twice per exchange on the parsing thread.
+fn http_version(minor: Option<u8>) -> String {
+    match minor {
+        Some(0) => "HTTP/1.0".to_string(),
+        Some(m) if m != 1 => format!("HTTP/1.{m}"),
+        _ => "HTTP/1.1".to_string(),
+    }
+}
+
 fn headers(list: &[httparse::Header<'_>]) -> Vec<Header> {
     list.iter().map(|h| Header(h.name.to_string(), Blob(h.value.to_vec()))).collect()
 }
@@ -518,7 +528,7 @@ impl HttpConn {
             let request = HttpRequest {
                 method: req.method.unwrap_or_default().to_string(),
                 target: req.path.unwrap_or_default().to_string(),
-                version: format!("HTTP/1.{}", req.version.unwrap_or(1)),
+                version: http_version(req.version),
                 headers: headers(req.headers),
                 body: Blob::default(),
                 trailers: Vec::new(),
@@ -547,7 +557,7 @@ impl HttpConn {
             };
             let status = resp.code.unwrap_or(0);
             let response = HttpResponse {
-                version: format!("HTTP/1.{}", resp.version.unwrap_or(1)),
+                version: http_version(resp.version),
                 status,
                 reason: resp.reason.unwrap_or_default().to_string(),
                 headers: headers(resp.headers),

@@ -6,6 +6,7 @@
 //! [`QUEUE_BYTES`] (one larger batch at a time passes alone).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -17,18 +18,34 @@ use crate::redact::Redactor;
 /// Bytes of case data the queue may hold.
 pub const QUEUE_BYTES: usize = 4 << 20;
 
-/// One case to build and append.
+/// One case to build and append. Where it came from is kept raw (a shared file name, numbers)
+/// and turned into the case's `source` and tags on the builder thread, off the parsing thread.
 pub struct Job {
     /// The input (and output).
     pub data: CaseData,
-    /// Where it came from.
-    pub source: Source,
+    /// The capture file, as named.
+    pub file: Arc<str>,
+    /// Byte offset of the first packet's record.
+    pub offset: u64,
+    /// Its 1-based packet number.
+    pub packet: u64,
     /// Capture time.
     pub time_ns: i64,
-    /// Tags.
-    pub tags: BTreeMap<String, String>,
+    /// For an HTTP exchange: its connection, its place on it and the server's address.
+    pub http: Option<HttpTags>,
     /// Flags.
     pub flags: Vec<Flag>,
+}
+
+/// The tags of an HTTP case from a capture.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpTags {
+    /// The connection's number in the capture.
+    pub connection: u64,
+    /// 1-based request number on the connection.
+    pub sequence: u64,
+    /// The server side's address, when known.
+    pub server: Option<SocketAddr>,
 }
 
 impl Job {
@@ -269,8 +286,17 @@ fn build(job: Job, redactor: Option<&Redactor>) -> Built {
         Some(r) if http => r.data(&mut data),
         _ => Vec::new(),
     };
-    let mut case = Case::new(data).with_source(job.source).with_time_ns(job.time_ns);
-    case.tags = job.tags;
+    let source = Source::File { path: job.file.to_string(), offset: job.offset, packet: Some(job.packet) };
+    let mut case = Case::new(data).with_source(source).with_time_ns(job.time_ns);
+    if let Some(t) = job.http {
+        let mut tags = BTreeMap::new();
+        tags.insert("connection".to_string(), t.connection.to_string());
+        tags.insert("sequence".to_string(), t.sequence.to_string());
+        if let Some(server) = t.server {
+            tags.insert("server".to_string(), server.to_string());
+        }
+        case.tags = tags;
+    }
     for f in job.flags {
         case.add_flag(f);
     }

@@ -10,14 +10,14 @@ use rustc_hash::FxHashMap as HashMap;
 use std::io::Read;
 use std::net::IpAddr;
 
-use corpora::{Blob, CaseData, CorpusError, CorpusWriter, Flag, FlowKey, Packet, Source};
+use corpora::{Blob, CaseData, CorpusError, CorpusWriter, Flag, FlowKey, Packet};
 use serde::Serialize;
 
 use crate::capture::{self, CaptureError, CaptureEvent, RawPacket};
 use crate::decode::{self, Decoded};
 use crate::defrag::{Defrag, DefragLimits, DefragStats};
 use crate::http::{BodyBudget, HttpConn, HttpEvent, HttpLimits, Mode};
-use crate::out::{CaseOut, Job};
+use crate::out::{CaseOut, HttpTags, Job};
 use crate::tcp::{End, Limits, Origin, Reassembler, Side, StreamSink, TcpStats};
 
 /// What to keep.
@@ -207,7 +207,7 @@ pub struct Recorder {
     sink: Sink,
     /// The accounting so far.
     pub stats: Stats,
-    file: String,
+    file: std::sync::Arc<str>,
     /// What recently closed connections were, for their late packets.
     closed_modes: HashMap<u64, Mode>,
     /// Bytes of packets held by connections not yet known to be HTTP or not.
@@ -240,7 +240,7 @@ impl Recorder {
             defrag: Defrag::new(opts.defrag),
             sink: Sink { limits: opts.http, ..Sink::default() },
             stats: Stats { recorder: "pcap", ..Stats::default() },
-            file: String::new(),
+            file: std::sync::Arc::from(""),
             closed_modes: HashMap::default(),
             held_bytes: 0,
         }
@@ -250,7 +250,7 @@ impl Recorder {
     /// error in the stats naming the offset and packet, after every packet before it was
     /// recorded; only a corpus write error is returned.
     pub fn read(&mut self, src: Box<dyn Read>, name: &str) -> Result<(), CorpusError> {
-        self.file = name.to_string();
+        self.file = std::sync::Arc::from(name);
         self.stats.files.push(name.to_string());
         let mut reader = match capture::open(src, name) {
             Ok(r) => r,
@@ -281,7 +281,7 @@ impl Recorder {
 
     /// Starts a source that is not a file (a live interface): names it in the stats and cases.
     pub fn begin_source(&mut self, name: &str) {
-        self.file = name.to_string();
+        self.file = std::sync::Arc::from(name);
         self.stats.files.push(name.to_string());
     }
 
@@ -464,24 +464,20 @@ impl Recorder {
                     if !self.opts.keep.http {
                         continue;
                     }
-                    let mut tags = BTreeMap::new();
-                    tags.insert("connection".to_string(), conn.to_string());
-                    tags.insert("sequence".to_string(), x.sequence.to_string());
                     let server = self.sink.conns.get(&conn).map(|c| c.server).or_else(|| {
                         self.sink.closed.iter().find(|(id, _)| *id == conn).map(|(_, c)| c.server)
                     });
-                    if let Some((ip, port)) = server {
-                        tags.insert("server".to_string(), std::net::SocketAddr::new(ip, port).to_string());
-                    }
                     self.out.put(Job {
                         data: CaseData::Http(x.exchange),
-                        source: Source::File {
-                            path: self.file.clone(),
-                            offset: x.origin.offset,
-                            packet: Some(x.origin.packet),
-                        },
+                        file: self.file.clone(),
+                        offset: x.origin.offset,
+                        packet: x.origin.packet,
                         time_ns: x.origin.ts_ns,
-                        tags,
+                        http: Some(HttpTags {
+                            connection: conn,
+                            sequence: x.sequence,
+                            server: server.map(|(ip, port)| std::net::SocketAddr::new(ip, port)),
+                        }),
                         flags: x.flags,
                     })?;
                 }
@@ -504,9 +500,11 @@ impl Recorder {
                 interface: p.interface,
                 flow: p.flow,
             }),
-            source: Source::File { path: self.file.clone(), offset: p.offset, packet: Some(p.number) },
+            file: self.file.clone(),
+            offset: p.offset,
+            packet: p.number,
             time_ns: p.ts_ns,
-            tags: BTreeMap::new(),
+            http: None,
             flags: p.flag.into_iter().collect(),
         })
     }

@@ -557,8 +557,56 @@ impl Default for WriterOptions {
 struct OpenSegment {
     seq: u32,
     path: PathBuf,
-    out: BufWriter<File>,
+    out: SegmentOut,
     len: u64,
+}
+
+/// Bytes a segment's output holds before they go to its file.
+const SEGMENT_BUFFER: usize = 256 * 1024;
+
+/// A segment file's output buffer. Unlike `BufWriter`, cases are encoded straight into it
+/// (see [`CorpusWriter::append`]): a body is copied once on its way to the kernel, not twice.
+struct SegmentOut {
+    file: File,
+    buf: Vec<u8>,
+}
+
+impl SegmentOut {
+    fn new(file: File) -> SegmentOut {
+        SegmentOut { file, buf: Vec::with_capacity(SEGMENT_BUFFER) }
+    }
+
+    fn get_ref(&self) -> &File {
+        &self.file
+    }
+
+    /// Writes the buffer out once it holds [`SEGMENT_BUFFER`] bytes.
+    fn spill(&mut self) -> io::Result<()> {
+        if self.buf.len() >= SEGMENT_BUFFER { self.flush() } else { Ok(()) }
+    }
+}
+
+impl Write for SegmentOut {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.is_empty() && data.len() >= SEGMENT_BUFFER {
+            return self.file.write(data);
+        }
+        self.buf.extend_from_slice(data);
+        self.spill()?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.file.write_all(&self.buf)?;
+            self.buf.clear();
+            // One very large case does not keep its buffer for the rest of the run.
+            if self.buf.capacity() > 4 * SEGMENT_BUFFER {
+                self.buf.shrink_to(SEGMENT_BUFFER);
+            }
+        }
+        self.file.flush()
+    }
 }
 
 /// What [`CorpusWriter::append`] did.
@@ -581,7 +629,6 @@ pub struct CorpusWriter {
     seg: Option<OpenSegment>,
     opts: WriterOptions,
     last_sync: Instant,
-    scratch: Vec<u8>,
     failed: bool,
     closed: bool,
     problems: Vec<Problem>,
@@ -658,7 +705,6 @@ impl CorpusWriter {
             seg: None,
             opts,
             last_sync: Instant::now(),
-            scratch: Vec::new(),
             failed: false,
             closed: false,
             problems,
@@ -670,8 +716,9 @@ impl CorpusWriter {
                 .write(true)
                 .open(&last.path)
                 .map_err(CorpusError::io("open", &last.path))?;
-            let mut out = BufWriter::with_capacity(256 * 1024, file);
-            out.seek(SeekFrom::Start(len)).map_err(CorpusError::io("seek", &last.path))?;
+            let mut file = file;
+            file.seek(SeekFrom::Start(len)).map_err(CorpusError::io("seek", &last.path))?;
+            let out = SegmentOut::new(file);
             let mut seg = OpenSegment { seq: last.seq, path: last.path.clone(), out, len };
             if len == 0 {
                 // A segment whose header was torn away: write it again.
@@ -730,18 +777,59 @@ impl CorpusWriter {
 
     /// Appends a case; a case whose id is present already is skipped and counted.
     pub fn append(&mut self, case: &Case) -> Result<Appended, CorpusError> {
-        if self.keys.contains(case.id().as_bytes()) {
+        let key = *case.id().as_bytes();
+        if self.keys.contains(&key) {
             self.manifest.counts.duplicates_skipped += 1;
             return Ok(Appended::Duplicate);
         }
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        let encoded = rmp_serde::encode::write_named(&mut scratch, case)
-            .map_err(|e| CorpusError::Encode { id: case.id(), message: e.to_string() });
-        let result =
-            encoded.and_then(|()| self.append_record(case.kind() as u8, case.id().as_bytes(), &scratch));
-        self.scratch = scratch;
-        result
+        self.usable()?;
+        if self.seg.is_none() {
+            self.roll()?;
+        }
+        // Encoded in place, after room for its frame header: the header's length and CRC
+        // are filled in once the payload is there.
+        let seg = self.seg.as_mut().expect("rolled");
+        let mut start = seg.out.buf.len();
+        seg.out.buf.resize(start + RECORD_HEADER_LEN, 0);
+        if let Err(e) = rmp_serde::encode::write_named(&mut seg.out.buf, case) {
+            seg.out.buf.truncate(start);
+            return Err(CorpusError::Encode { id: case.id(), message: e.to_string() });
+        }
+        let len = seg.out.buf.len() - start - RECORD_HEADER_LEN;
+        if len > MAX_PAYLOAD as usize {
+            seg.out.buf.truncate(start);
+            return Err(CorpusError::TooLarge { id: case.id(), len, max: MAX_PAYLOAD });
+        }
+        let total = (RECORD_HEADER_LEN + len) as u64;
+        if seg.len > SEGMENT_HEADER_LEN && seg.len + total > self.opts.segment_bytes {
+            // The segment is full: the record moves to a new one (once per segment).
+            let record = seg.out.buf.split_off(start);
+            self.roll()?;
+            let seg = self.seg.as_mut().expect("rolled");
+            start = seg.out.buf.len();
+            seg.out.buf.extend_from_slice(&record);
+        }
+        let kind = case.kind() as u8;
+        let seg = self.seg.as_mut().expect("rolled");
+        let (head, payload) = seg.out.buf[start..].split_at_mut(RECORD_HEADER_LEN);
+        head.copy_from_slice(&frame::record_header(kind, &key, payload));
+        if let Err(e) = seg.out.spill() {
+            self.failed = true;
+            return Err(CorpusError::io("write", &seg.path)(e));
+        }
+        self.committed(kind, key, len)
+    }
+
+    /// An error once a write has failed: what follows it could not be read back.
+    fn usable(&self) -> Result<(), CorpusError> {
+        if self.failed {
+            return Err(CorpusError::Io {
+                op: "append to",
+                path: self.dir.clone(),
+                source: io::Error::other("an earlier write to this corpus failed"),
+            });
+        }
+        Ok(())
     }
 
     /// Appends a raw record (any content) under `key`, with the same framing and dedup.
@@ -751,13 +839,7 @@ impl CorpusWriter {
         key: &[u8; 16],
         payload: &[u8],
     ) -> Result<Appended, CorpusError> {
-        if self.failed {
-            return Err(CorpusError::Io {
-                op: "append to",
-                path: self.dir.clone(),
-                source: io::Error::other("an earlier write to this corpus failed"),
-            });
-        }
+        self.usable()?;
         if self.keys.contains(key) {
             self.manifest.counts.duplicates_skipped += 1;
             return Ok(Appended::Duplicate);
@@ -780,19 +862,20 @@ impl CorpusWriter {
             self.failed = true;
             return Err(CorpusError::io("write", &seg.path)(e));
         }
-        self.entries.push(IndexEntry {
-            key: *key,
-            segment: seg.seq,
-            offset: seg.len,
-            len: payload.len() as u32,
-            kind,
-        });
+        self.committed(kind, *key, payload.len())
+    }
+
+    /// Books a record just written to the open segment.
+    fn committed(&mut self, kind: u8, key: [u8; 16], len: usize) -> Result<Appended, CorpusError> {
+        let seg = self.seg.as_mut().expect("written to");
+        let total = (RECORD_HEADER_LEN + len) as u64;
+        self.entries.push(IndexEntry { key, segment: seg.seq, offset: seg.len, len: len as u32, kind });
         seg.len += total;
         self.lens.insert(seg.seq, seg.len);
-        self.keys.insert(*key);
+        self.keys.insert(key);
         let c = &mut self.manifest.counts;
         c.records += 1;
-        c.payload_bytes += payload.len() as u64;
+        c.payload_bytes += len as u64;
         *c.by_kind.entry(kind_name(kind)).or_default() += 1;
         if let Some(every) = self.opts.sync_interval
             && self.last_sync.elapsed() >= every
@@ -820,7 +903,7 @@ impl CorpusWriter {
         let seq = self.lens.keys().next_back().map_or(1, |s| s + 1);
         let path = self.dir.join(SEGMENTS_DIR).join(segment_name(seq));
         let file = create_private(&path)?;
-        let mut out = BufWriter::with_capacity(256 * 1024, file);
+        let mut out = SegmentOut::new(file);
         out.write_all(&frame::segment_header(seq)).map_err(CorpusError::io("write", &path))?;
         out.flush().map_err(CorpusError::io("write", &path))?;
         sync_dir(&self.dir.join(SEGMENTS_DIR))?;

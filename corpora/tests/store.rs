@@ -292,6 +292,36 @@ fn segments_roll_at_the_limit_and_files_are_private() {
     assert_eq!(Corpus::open(&dir).unwrap().index_status(), IndexStatus::Fresh);
 }
 
+/// Cases are encoded straight into the open segment's 256 KiB buffer: records larger than
+/// it, small ones between them, a segment rolling while a record sits encoded in the buffer,
+/// and a reopened corpus appending after its last record all read back intact.
+#[test]
+fn records_larger_than_the_write_buffer_and_rolls_between_them_read_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let sizes = [100, 300 << 10, 50, 1 << 20, 200 << 10, 10, 260 << 10, 70 << 10, 5];
+    let cases: Vec<Case> = sizes.iter().enumerate().map(|(i, &n)| message(i, n)).collect();
+    let opts = || WriterOptions { segment_bytes: 512 << 10, sync_interval: None };
+    write_corpus(&dir, &cases[..5], opts());
+    let mut w = CorpusWriter::open(&dir, opts()).unwrap();
+    for c in &cases[5..] {
+        assert_eq!(w.append(c).unwrap(), Appended::New);
+    }
+    w.close().unwrap();
+    let corpus = Corpus::open(&dir).unwrap();
+    assert!(corpus.segments().len() >= 4, "{} segments", corpus.segments().len());
+    for s in corpus.segments() {
+        // Only the segment holding the 1 MiB record alone may pass the limit.
+        assert!(s.len <= 512 << 10 || s.len < (1 << 20) + 1024, "{} is {} bytes", s.path.display(), s.len);
+    }
+    assert_eq!(corpus.segments().iter().filter(|s| s.len > 512 << 10).count(), 1);
+    assert_eq!(read_all(&dir), (cases.clone(), vec![]));
+    assert!(corpus.verify(|_| ()).is_clean());
+    for c in &cases {
+        assert_eq!(corpus.get(&c.id()).unwrap().as_ref(), Some(c));
+    }
+}
+
 #[test]
 fn an_interrupted_compaction_finishes_or_rolls_back() {
     let tmp = tempfile::tempdir().unwrap();

@@ -20,6 +20,10 @@
 #   upstream. Against a zero-work upstream even nginx cannot keep 70% of direct here.
 # Rounds are interleaved (direct, proxied, nginx, direct, ...) and each figure is the median of
 # its rounds: this machine class is noisy from one run to the next.
+# IDLE_POLL=1 (root) holds /dev/cpu_dma_latency at 0 for the run, so idle vCPUs poll instead of
+# halting. On these VMs a halted vCPU takes a host-dependent time to wake, which swings the
+# zero-work rows from one hour to the next (c1 direct: 4,600-11,500 req/s halting, a steady
+# ~42,000 polling); polling measures what the proxy's own path costs. Not how users run.
 # Needs: wrk (Debian package); nginx optional.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,13 +32,20 @@ ROUNDS=${2:-3}
 DELAY=${3:-0}
 WORK=${WORK:-$(mktemp -d)}
 command -v wrk > /dev/null || { echo "wrk is not installed (apt-get install wrk)"; exit 2; }
+if [ "${IDLE_POLL:-0}" = 1 ]; then
+  python3 -c 'import os, struct, time
+fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY); os.write(fd, struct.pack("i", 0)); time.sleep(86400)' &
+  POLLER=$!
+  trap 'kill $POLLER 2>/dev/null || true' EXIT
+  echo "idle vCPUs poll (cpu_dma_latency 0) for this run"
+fi
 cargo build --release -q -p replay -p demo
 
 ./target/release/demo-cli serve --port 0 --delay-ms "$DELAY" > "$WORK/serve.log" &
 SERVER=$!
 PROXY=
 NGINX=
-trap 'kill $SERVER $PROXY 2>/dev/null || true; [ -z "$NGINX" ] || nginx -c "$WORK/nginx.conf" -s stop 2>/dev/null || true' EXIT
+trap 'kill $SERVER $PROXY ${POLLER:-} 2>/dev/null || true; [ -z "$NGINX" ] || nginx -c "$WORK/nginx.conf" -s stop 2>/dev/null || true' EXIT
 for _ in $(seq 50); do grep -q listening "$WORK/serve.log" && break; sleep 0.1; done
 PORT=$(sed -n 's/.*127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/serve.log")
 

@@ -566,45 +566,78 @@ const SEGMENT_BUFFER: usize = 256 * 1024;
 
 /// A segment file's output buffer. Unlike `BufWriter`, cases are encoded straight into it
 /// (see [`CorpusWriter::append`]): a body is copied once on its way to the kernel, not twice.
-struct SegmentOut {
-    file: File,
+/// Only `buf[..done]` is ever written out: a record being encoded after `done` (its header
+/// still zero) never reaches the file, whatever happens to the encoding.
+struct SegmentOut<W: Write = File> {
+    file: W,
     buf: Vec<u8>,
+    /// How much of `buf` is whole records (or raw writes), ready for the file.
+    done: usize,
 }
 
-impl SegmentOut {
-    fn new(file: File) -> SegmentOut {
-        SegmentOut { file, buf: Vec::with_capacity(SEGMENT_BUFFER) }
+impl<W: Write> SegmentOut<W> {
+    fn new(file: W) -> SegmentOut<W> {
+        SegmentOut { file, buf: Vec::with_capacity(SEGMENT_BUFFER), done: 0 }
     }
 
-    fn get_ref(&self) -> &File {
+    fn get_ref(&self) -> &W {
         &self.file
     }
 
-    /// Writes the buffer out once it holds [`SEGMENT_BUFFER`] bytes.
-    fn spill(&mut self) -> io::Result<()> {
-        if self.buf.len() >= SEGMENT_BUFFER { self.flush() } else { Ok(()) }
+    /// Drops what was appended after `done` (a record that failed to encode or was refused).
+    fn discard_pending(&mut self) {
+        self.buf.truncate(self.done);
+        self.shrink();
+    }
+
+    /// One very large case does not keep its buffer for the rest of the run.
+    fn shrink(&mut self) {
+        if self.buf.capacity() > 4 * SEGMENT_BUFFER && self.buf.len() <= SEGMENT_BUFFER {
+            self.buf.shrink_to(SEGMENT_BUFFER);
+        }
+    }
+
+    /// Marks everything in the buffer whole, and writes it out once it holds
+    /// [`SEGMENT_BUFFER`] bytes.
+    fn commit(&mut self) -> io::Result<()> {
+        self.done = self.buf.len();
+        if self.done >= SEGMENT_BUFFER { self.flush() } else { Ok(()) }
     }
 }
 
-impl Write for SegmentOut {
+impl<W: Write> Write for SegmentOut<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.buf.is_empty() && data.len() >= SEGMENT_BUFFER {
+        if self.done + data.len() > SEGMENT_BUFFER {
+            self.flush()?;
+        }
+        if self.done == 0 && data.len() >= SEGMENT_BUFFER {
             return self.file.write(data);
         }
+        self.buf.truncate(self.done);
         self.buf.extend_from_slice(data);
-        self.spill()?;
+        self.done = self.buf.len();
         Ok(data.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if !self.buf.is_empty() {
-            self.file.write_all(&self.buf)?;
-            self.buf.clear();
-            // One very large case does not keep its buffer for the rest of the run.
-            if self.buf.capacity() > 4 * SEGMENT_BUFFER {
-                self.buf.shrink_to(SEGMENT_BUFFER);
+        // As `BufWriter` does: what the file took leaves the buffer even when a later write
+        // fails, so a retry goes on where the file stopped instead of writing it twice.
+        let mut written = 0;
+        let result = loop {
+            if written == self.done {
+                break Ok(());
             }
-        }
+            match self.file.write(&self.buf[written..self.done]) {
+                Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.buf.drain(..written);
+        self.done -= written;
+        self.shrink();
+        result?;
         self.file.flush()
     }
 }
@@ -789,15 +822,15 @@ impl CorpusWriter {
         // Encoded in place, after room for its frame header: the header's length and CRC
         // are filled in once the payload is there.
         let seg = self.seg.as_mut().expect("rolled");
-        let mut start = seg.out.buf.len();
+        let mut start = seg.out.done;
         seg.out.buf.resize(start + RECORD_HEADER_LEN, 0);
         if let Err(e) = rmp_serde::encode::write_named(&mut seg.out.buf, case) {
-            seg.out.buf.truncate(start);
+            seg.out.discard_pending();
             return Err(CorpusError::Encode { id: case.id(), message: e.to_string() });
         }
         let len = seg.out.buf.len() - start - RECORD_HEADER_LEN;
         if len > MAX_PAYLOAD as usize {
-            seg.out.buf.truncate(start);
+            seg.out.discard_pending();
             return Err(CorpusError::TooLarge { id: case.id(), len, max: MAX_PAYLOAD });
         }
         let total = (RECORD_HEADER_LEN + len) as u64;
@@ -813,7 +846,7 @@ impl CorpusWriter {
         let seg = self.seg.as_mut().expect("rolled");
         let (head, payload) = seg.out.buf[start..].split_at_mut(RECORD_HEADER_LEN);
         head.copy_from_slice(&frame::record_header(kind, &key, payload));
-        if let Err(e) = seg.out.spill() {
+        if let Err(e) = seg.out.commit() {
             self.failed = true;
             return Err(CorpusError::io("write", &seg.path)(e));
         }
@@ -1271,5 +1304,59 @@ impl Corpus {
         differ("segments", m.segments.to_string(), counts.segments.to_string());
         progress(report.bytes);
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file that takes `room` bytes, then fails once (a full disk freed), then takes all.
+    struct Flaky {
+        out: Vec<u8>,
+        room: usize,
+        failed: bool,
+    }
+
+    impl Write for Flaky {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            if !self.failed && self.out.len() + data.len() > self.room {
+                let n = self.room - self.out.len();
+                if n == 0 {
+                    self.failed = true;
+                    return Err(io::Error::other("no space left"));
+                }
+                self.out.extend_from_slice(&data[..n]);
+                return Ok(n);
+            }
+            self.out.extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Review finding: a flush that failed part way kept the bytes the file had taken and
+    /// wrote them again on the next flush, so every record after them sat at the wrong offset.
+    #[test]
+    fn a_failed_flush_goes_on_where_the_file_stopped_and_pending_bytes_never_reach_it() {
+        let data: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
+        let mut out = SegmentOut::new(Flaky { out: Vec::new(), room: 1000, failed: false });
+        out.write_all(&data).unwrap();
+        assert!(out.flush().is_err());
+        assert_eq!(out.file.out.len(), 1000);
+        // A record being encoded after the whole ones is not written by a flush.
+        out.buf.extend_from_slice(b"half a record");
+        out.flush().unwrap();
+        assert_eq!(out.file.out, data, "each byte once, in order");
+        out.commit().unwrap();
+        out.flush().unwrap();
+        assert_eq!(&out.file.out[2500..], b"half a record");
+        // Dropping the pending part leaves the buffer as it was.
+        out.buf.extend_from_slice(b"refused");
+        out.discard_pending();
+        out.flush().unwrap();
+        assert_eq!(out.file.out.len(), 2513);
     }
 }

@@ -745,11 +745,10 @@ impl CorpusWriter {
         };
         if let Some(last) = segments.last() {
             let len = w.lens[&last.seq];
-            let file = OpenOptions::new()
+            let mut file = OpenOptions::new()
                 .write(true)
                 .open(&last.path)
                 .map_err(CorpusError::io("open", &last.path))?;
-            let mut file = file;
             file.seek(SeekFrom::Start(len)).map_err(CorpusError::io("seek", &last.path))?;
             let out = SegmentOut::new(file);
             let mut seg = OpenSegment { seq: last.seq, path: last.path.clone(), out, len };

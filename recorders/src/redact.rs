@@ -97,7 +97,12 @@ impl Literals {
             [a, b, c] => memchr::memchr3(*a, *b, *c, text).is_some(),
             many => many.iter().any(|&b| memchr::memchr(b, text).is_some()),
         };
-        one || self.packed.as_ref().is_some_and(|p| p.find(text).is_some())
+        one || self.longer_match(text)
+    }
+
+    /// Whether a literal of two or more bytes occurs.
+    fn longer_match(&self, text: &[u8]) -> bool {
+        self.packed.as_ref().is_some_and(|p| p.find(text).is_some())
             || self.automaton.as_ref().is_some_and(|a| a.is_match(text))
     }
 
@@ -119,8 +124,7 @@ impl Literals {
                     || memchr::memmem::find(text, b"\\/").is_some();
             }
         };
-        one || self.packed.as_ref().is_some_and(|p| p.find(text).is_some())
-            || self.automaton.as_ref().is_some_and(|a| a.is_match(text))
+        one || self.longer_match(text)
     }
 }
 

@@ -143,12 +143,17 @@ impl CaseOut {
         let (tx, rx) = sync_channel::<(Vec<Job>, usize)>(64);
         let (built_tx, built_rx) = sync_channel::<(Vec<Built>, usize)>(64);
         let (spent_tx, spent_rx) = channel::<Vec<Case>>();
+        let (labels_tx, labels_rx) = channel::<Vec<Labels>>();
         let b = budget.clone();
         let r = redactor.clone();
         let builder = std::thread::Builder::new()
             .name("corpus-build".into())
             .spawn(move || {
                 for (batch, n) in rx {
+                    // What this thread allocated for cases already written is freed here too.
+                    while let Ok(labels) = labels_rx.try_recv() {
+                        drop(labels);
+                    }
                     let built = batch.into_iter().map(|job| build(job, r.as_deref())).collect();
                     if built_tx.send((built, n)).is_err() {
                         // The writer stopped (its error is returned by finish).
@@ -159,7 +164,7 @@ impl CaseOut {
             .expect("spawn the case builder thread");
         let handle = std::thread::Builder::new()
             .name("corpus-writer".into())
-            .spawn(move || run(writer, built_rx, &b, &spent_tx))
+            .spawn(move || run(writer, built_rx, &b, &spent_tx, &labels_tx))
             .expect("spawn the corpus writer thread");
         CaseOut {
             inline: None,
@@ -294,21 +299,33 @@ fn run(
     rx: Receiver<(Vec<Built>, usize)>,
     budget: &Budget,
     spent: &Sender<Vec<Case>>,
+    labels: &Sender<Vec<Labels>>,
 ) -> Done {
     let _closed = CloseOnDrop(budget);
     let mut counts = Appends::default();
     for (batch, n) in rx {
         let mut done = Vec::with_capacity(batch.len());
-        for built in batch {
+        let mut made = Vec::with_capacity(batch.len());
+        for mut built in batch {
             append(&mut writer, &mut counts, &built)?;
+            let c = &mut built.case;
+            made.push((
+                std::mem::take(&mut c.source),
+                std::mem::take(&mut c.tags),
+                std::mem::take(&mut c.flags),
+            ));
             done.push(built.case);
         }
-        // Freed by the parsing thread (if it has gone, they are freed here).
+        // Each part freed by the thread that allocated it (if that thread has gone, here).
+        let _ = labels.send(made);
         let _ = spent.send(done);
         budget.release(n);
     }
     Ok((writer, counts))
 }
+
+/// The parts of a written case that the builder thread made: its source, tags and flags.
+type Labels = (Source, BTreeMap<String, String>, Vec<Flag>);
 
 /// A case ready to append.
 struct Built {

@@ -108,6 +108,8 @@ pub fn capture(rec: &mut Recorder, opts: &LiveOptions, stop: &AtomicBool) -> Res
             // length libpcap's default 2 MiB ring holds about eight packets; seen in CI as kernel drops.)
             Err(pcap::Error::TimeoutExpired) => {
                 use rustix::event::{PollFd, PollFlags, Timespec, poll};
+                // A quiet moment: what is queued goes to the corpus now.
+                rec.idle()?;
                 let mut fds = [PollFd::new(&cap, PollFlags::IN)];
                 let _ = poll(&mut fds, Some(&Timespec { tv_sec: 0, tv_nsec: 50_000_000 }));
             }

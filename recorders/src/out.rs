@@ -3,7 +3,9 @@
 //! it. With redaction on by default, one thread doing both was the slowest of the pipeline
 //! (big.pcap: 0.54 s against 0.39 s without redaction); split, the three stages share the two
 //! cores. The queues between them are bounded by bytes together, so they never hold more than
-//! [`QUEUE_BYTES`] (one larger batch at a time passes alone).
+//! [`QUEUE_BYTES`] (one larger batch at a time passes alone). Written cases go back to the
+//! threads that allocated them to be freed (see [`CaseOut::bury`]); what waits there is at most
+//! one batch more.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -124,7 +126,8 @@ pub struct CaseOut {
     redactor: Option<Arc<Redactor>>,
     tx: Option<SyncSender<(Vec<Job>, usize)>>,
     handle: Option<JoinHandle<Done>>,
-    builder: Option<JoinHandle<()>>,
+    /// Ends with how many written cases' labels it freed.
+    builder: Option<JoinHandle<u64>>,
     budget: Arc<Budget>,
     batch: Vec<Job>,
     batch_bytes: usize,
@@ -133,6 +136,8 @@ pub struct CaseOut {
     spent: Option<Receiver<Vec<Case>>>,
     /// Cases freed here so far.
     buried: u64,
+    /// Cases whose labels the builder thread freed (known once it has ended).
+    labels_freed: u64,
 }
 
 impl CaseOut {
@@ -149,17 +154,20 @@ impl CaseOut {
         let builder = std::thread::Builder::new()
             .name("corpus-build".into())
             .spawn(move || {
+                let mut freed = 0u64;
                 for (batch, n) in rx {
                     // What this thread allocated for cases already written is freed here too.
                     while let Ok(labels) = labels_rx.try_recv() {
+                        freed += labels.len() as u64;
                         drop(labels);
                     }
                     let built = batch.into_iter().map(|job| build(job, r.as_deref())).collect();
                     if built_tx.send((built, n)).is_err() {
                         // The writer stopped (its error is returned by finish).
-                        return;
+                        break;
                     }
                 }
+                freed
             })
             .expect("spawn the case builder thread");
         let handle = std::thread::Builder::new()
@@ -177,6 +185,7 @@ impl CaseOut {
             batch_bytes: 0,
             spent: Some(spent_rx),
             buried: 0,
+            labels_freed: 0,
         }
     }
 
@@ -194,6 +203,7 @@ impl CaseOut {
             batch_bytes: 0,
             spent: None,
             buried: 0,
+            labels_freed: 0,
         }
     }
 
@@ -219,6 +229,8 @@ impl CaseOut {
         let batch = std::mem::take(&mut self.batch);
         self.bury();
         self.budget.acquire(n);
+        // Waiting for room, the writer will have sent batches back.
+        self.bury();
         let sent = self.tx.as_ref().map(|tx| tx.send((batch, n)).is_ok());
         if sent == Some(true) {
             return Ok(());
@@ -238,9 +250,10 @@ impl CaseOut {
     /// Frees the cases the writer has finished with. A case's strings, headers and bodies were
     /// allocated on this thread; freed on the writer's, every one of them took mimalloc's
     /// cross-thread path on both sides (the writer pushing it onto this thread's pages, this
-    /// thread collecting it back): about a sixth of the recording's CPU on big.pcap. The
-    /// writer sends each batch back before it releases the batch's bytes from the budget, so
-    /// what waits here is never more than one budget's worth.
+    /// thread collecting it back): about a sixth of the recording's CPU on big.pcap. Called
+    /// before and after waiting for room in the budget: the writer sends each batch back
+    /// before it releases the batch's bytes, so what waits here beyond the budget is at most
+    /// the batch released since. A source that goes quiet calls [`CaseOut::idle`].
     fn bury(&mut self) {
         if let Some(rx) = &self.spent {
             while let Ok(cases) = rx.try_recv() {
@@ -250,11 +263,26 @@ impl CaseOut {
         }
     }
 
+    /// For a source with nothing to send for now (a live capture between packets): the cases
+    /// queued so far go to the writer instead of waiting for a full batch, and written ones
+    /// are freed, so an idle capture neither holds them in memory nor keeps them from disk.
+    pub fn idle(&mut self) -> Result<(), CorpusError> {
+        if self.inline.is_some() {
+            return Ok(());
+        }
+        self.flush()?;
+        self.bury();
+        Ok(())
+    }
+
     fn finish_inner(&mut self) -> Done {
         drop(self.tx.take());
         // The builder ends when its queue closes (or the writer's does); a panic there is
         // reported like the writer's.
         let built = self.builder.take().map(|b| b.join());
+        if let Some(Ok(freed)) = built {
+            self.labels_freed = freed;
+        }
         if let Some(Err(_)) = built {
             return Err(CorpusError::Io {
                 op: "build",
@@ -283,14 +311,15 @@ impl CaseOut {
         self.finish_counting().0
     }
 
-    /// [`CaseOut::finish`], and how many cases came back to be freed on this thread.
-    fn finish_counting(&mut self) -> (Done, u64) {
+    /// [`CaseOut::finish`], how many cases came back to be freed on this thread, and how many
+    /// cases' labels the builder freed.
+    fn finish_counting(&mut self) -> (Done, u64, u64) {
         if let Some(done) = self.inline.take() {
-            return (Ok(done), 0);
+            return (Ok(done), 0, 0);
         }
         let done = self.flush().and_then(|()| self.finish_inner());
         self.bury();
-        (done, self.buried)
+        (done, self.buried, self.labels_freed)
     }
 }
 
@@ -396,37 +425,68 @@ mod tests {
         waiter.join().unwrap();
     }
 
+    fn packet_job(i: u64, len: usize) -> Job {
+        use corpora::{Blob, Packet};
+        let mut data = vec![(i % 251) as u8; len];
+        data[..8].copy_from_slice(&i.to_le_bytes());
+        Job {
+            data: CaseData::Packet(Packet {
+                link_type: 1,
+                data: Blob(data),
+                original_len: None,
+                interface: None,
+                flow: None,
+            }),
+            file: Arc::from("t.pcap"),
+            offset: 24 + i * (len as u64 + 16),
+            packet: i + 1,
+            time_ns: i as i64,
+            http: None,
+            flags: Vec::new(),
+        }
+    }
+
+    /// A live capture that goes quiet after a few packets: `idle` sends the partial batch to
+    /// the writer and frees what comes back, with no more cases queued.
+    #[test]
+    fn idle_sends_a_partial_batch_and_frees_what_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = CorpusWriter::create(dir.path(), corpora::WriterOptions::default()).unwrap();
+        let mut out = CaseOut::start(writer, None);
+        for i in 0..3 {
+            out.put(packet_job(i, 100)).unwrap();
+        }
+        assert!(out.batch.len() == 3 && out.buried == 0);
+        let started = std::time::Instant::now();
+        while out.buried < 3 && started.elapsed() < std::time::Duration::from_secs(10) {
+            out.idle().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(out.batch.is_empty());
+        assert_eq!(out.buried, 3, "written and freed while idle");
+        let (writer, counts) = out.finish().unwrap();
+        assert_eq!(counts.packet_new, 3);
+        assert_eq!(writer.close().unwrap().counts.records, 3);
+    }
+
     /// Written cases come back to the thread that queued them (to be freed there), every one,
     /// and the corpus holds them all: nothing is lost on the way back.
     #[test]
     fn every_written_case_comes_back_to_the_queueing_thread() {
-        use corpora::{Blob, Corpus, Packet, WriterOptions};
+        use corpora::{Corpus, WriterOptions};
         let dir = tempfile::tempdir().unwrap();
         let writer = CorpusWriter::create(dir.path(), WriterOptions::default()).unwrap();
         let mut out = CaseOut::start(writer, None);
         let n = 3000u64;
         for i in 0..n {
             // 2 KiB each: several batches, and more than the queue's budget in all.
-            let mut data = vec![(i % 251) as u8; 2048];
-            data[..8].copy_from_slice(&i.to_le_bytes());
-            let job = Job {
-                data: CaseData::Packet(Packet {
-                    link_type: 1,
-                    data: Blob(data),
-                    original_len: None,
-                    interface: None,
-                    flow: None,
-                }),
-                file: Arc::from("t.pcap"),
-                offset: 24 + i * 2064,
-                packet: i + 1,
-                time_ns: i as i64,
-                http: None,
-                flags: Vec::new(),
-            };
-            out.put(job).unwrap();
+            out.put(packet_job(i, 2048)).unwrap();
         }
-        let (done, buried) = out.finish_counting();
+        // More bytes than the budget holds went through: batches came back while the queueing
+        // went on, not only at the end.
+        assert!(out.buried > 0);
+        let (done, buried, labels_freed) = out.finish_counting();
+        assert!(labels_freed > 0 && labels_freed <= n, "{labels_freed}");
         let (writer, counts) = done.unwrap();
         writer.close().unwrap();
         assert_eq!(counts.packet_new, n);

@@ -290,6 +290,12 @@ impl Recorder {
         self.packet(p)
     }
 
+    /// Nothing to feed for now (a live capture waiting for packets): cases queued so far go
+    /// to the corpus writer without waiting for a full batch (see [`CaseOut::idle`]).
+    pub fn idle(&mut self) -> Result<(), CorpusError> {
+        self.out.idle()
+    }
+
     fn packet(&mut self, p: &RawPacket<'_>) -> Result<(), CorpusError> {
         let s = &mut self.stats;
         s.packets += 1;

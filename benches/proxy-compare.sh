@@ -18,6 +18,10 @@
 #   reverse proxy (proxy_pass with upstream keep-alive, no recording, access log off, 2 workers):
 #   the ceiling for "a proxy on this machine", which shares its two cores with wrk and the
 #   upstream. Against a zero-work upstream even nginx cannot keep 70% of direct here.
+# - CPU per request: the proxy's (all its threads, the corpus writer included) and nginx's
+#   (its workers) run time from /proc/PID/task/*/schedstat over each run, divided by the
+#   requests wrk completed. It moves much less than latency on this host, and it is what
+#   separates the proxy's own cost from the machine's.
 # Rounds are interleaved (direct, proxied, nginx, direct, ...) and each figure is the median of
 # its rounds: this machine class is noisy from one run to the next.
 # IDLE_POLL=1 (root) holds /dev/cpu_dma_latency at 0 for the run, so idle vCPUs poll instead of
@@ -92,17 +96,33 @@ request = function()
 end
 EOF
 
-run() { # CONNECTIONS THREADS PORT -> "rps p50_us p99_us"
-  wrk -t"$2" -c"$1" -d"${SECS}s" --latency -s "$WORK/post.lua" "http://127.0.0.1:$3" > "$WORK/wrk.out"
-  python3 - "$WORK/wrk.out" <<'EOF'
+cpu_ns() { # PID... -> run time of all their threads, in ns
+  local total=0 f
+  for pid in "$@"; do
+    for f in /proc/"$pid"/task/*/schedstat; do
+      read -r ns _ < "$f" 2> /dev/null && total=$((total + ns))
+    done
+  done
+  echo "$total"
+}
+
+run() { # CONNECTIONS THREADS PORT [PID...] -> "rps p50_us p99_us non2xx cpu_us_per_request"
+  local c=$1 t=$2 port=$3 before after
+  shift 3
+  before=$(cpu_ns "$@")
+  wrk -t"$t" -c"$c" -d"${SECS}s" --latency -s "$WORK/post.lua" "http://127.0.0.1:$port" > "$WORK/wrk.out"
+  after=$(cpu_ns "$@")
+  python3 - "$WORK/wrk.out" "$((after - before))" <<'EOF'
 import re, sys
 t = open(sys.argv[1]).read()
+cpu_ns = int(sys.argv[2])
+done = int(re.search(r"(\d+) requests in", t).group(1))
 def us(v, unit):
     return float(v) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
 p = {k: us(v, u) for k, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)", t, re.M)}
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-print(f"{rps:.0f} {p['50']:.1f} {p['99']:.1f} {errors.group(1) if errors else 0}")
+print(f"{rps:.0f} {p['50']:.1f} {p['99']:.1f} {errors.group(1) if errors else 0} {cpu_ns / 1e3 / max(done, 1):.1f}")
 EOF
 }
 
@@ -112,11 +132,16 @@ for k in $(seq "$ROUNDS"); do
     t=1; [ "$c" = 32 ] && t=2
     line="round $k, $c connection(s):"
     for side in $SIDES; do
-      case $side in direct) p=$PORT ;; proxy) p=$PPORT ;; nginx) p=$NPORT ;; esac
-      R[${side}_${c}_$k]=$(run "$c" "$t" "$p")
+      pids=()
+      case $side in
+        direct) p=$PORT ;;
+        proxy) p=$PPORT; pids=("$PROXY") ;;
+        nginx) p=$NPORT; mapfile -t pids < <(pgrep -P "$(cat "$WORK/nginx.pid")") ;;
+      esac
+      R[${side}_${c}_$k]=$(run "$c" "$t" "$p" "${pids[@]}")
       line="$line $side ${R[${side}_${c}_$k]}"
     done
-    echo "$line  (req/s p50µs p99µs non-2xx)"
+    echo "$line  (req/s p50µs p99µs non-2xx CPUµs/request)"
   done
 done
 kill -INT $PROXY; wait $PROXY || true; PROXY=
@@ -129,16 +154,16 @@ R = {$(for key in "${!R[@]}"; do printf '"%s": "%s", ' "$key" "${R[$key]}"; done
 def med(side, c, i):
     return statistics.median(float(R[f"{side}_{c}_{k}"].split()[i]) for k in range(1, rounds + 1))
 print()
-print(f"{'connections':>11} {'direct req/s':>12} {'proxied req/s':>13} {'ratio':>6} {'direct p50':>10} {'proxied p50':>11} {'added p50':>9} {'direct p99':>10} {'proxied p99':>11} {'added p99':>9}")
+print(f"{'connections':>11} {'direct req/s':>12} {'proxied req/s':>13} {'ratio':>6} {'direct p50':>10} {'proxied p50':>11} {'added p50':>9} {'direct p99':>10} {'proxied p99':>11} {'added p99':>9} {'CPU/request':>11}")
 for c in (1, 32):
     d, p = med("direct", c, 0), med("proxy", c, 0)
     d50, p50, d99, p99 = med("direct", c, 1), med("proxy", c, 1), med("direct", c, 2), med("proxy", c, 2)
-    print(f"{c:>11} {d:>12.0f} {p:>13.0f} {p / d:>6.0%} {d50:>8.0f}µs {p50:>9.0f}µs {p50 - d50:>7.0f}µs {d99:>8.0f}µs {p99:>9.0f}µs {p99 - d99:>7.0f}µs")
+    print(f"{c:>11} {d:>12.0f} {p:>13.0f} {p / d:>6.0%} {d50:>8.0f}µs {p50:>9.0f}µs {p50 - d50:>7.0f}µs {d99:>8.0f}µs {p99:>9.0f}µs {p99 - d99:>7.0f}µs {med('proxy', c, 4):>9.1f}µs")
 if "nginx_1_1" in R:
     print()
     print("the same through nginx proxy_pass (no recording):")
     for c in (1, 32):
         d, n = med("direct", c, 0), med("nginx", c, 0)
         d50, n50, d99, n99 = med("direct", c, 1), med("nginx", c, 1), med("direct", c, 2), med("nginx", c, 2)
-        print(f"{c:>11} {d:>12.0f} {n:>13.0f} {n / d:>6.0%} {d50:>8.0f}µs {n50:>9.0f}µs {n50 - d50:>7.0f}µs {d99:>8.0f}µs {n99:>9.0f}µs {n99 - d99:>7.0f}µs")
+        print(f"{c:>11} {d:>12.0f} {n:>13.0f} {n / d:>6.0%} {d50:>8.0f}µs {n50:>9.0f}µs {n50 - d50:>7.0f}µs {d99:>8.0f}µs {n99:>9.0f}µs {n99 - d99:>7.0f}µs {med('nginx', c, 4):>9.1f}µs")
 EOF

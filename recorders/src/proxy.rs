@@ -337,8 +337,9 @@ impl Bound {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(CorpusWriter, ProxyStats), ProxyError> {
         let counters = Arc::new(Counters::default());
-        // The writer polls every millisecond while cases come, so the proxy's tasks never wake
-        // it on their way from the upstream's last byte to the client.
+        // The writer polls while cases come (every millisecond at high rates, less often at
+        // low ones), so the proxy's tasks never wake it on their way from the upstream's last
+        // byte to the client.
         let mailbox = Arc::new(Mailbox::new(1024, Duration::from_millis(1), Duration::from_millis(100)));
         let interval = self.opts.sync_interval;
         let wc = counters.clone();

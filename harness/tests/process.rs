@@ -16,7 +16,11 @@ fn message(text: &str) -> Case {
 }
 
 fn load(dir: &Path, keys: &str) -> Loaded {
-    let toml = format!("[targets.t]\nkind = \"process\"\ntimeout_ms = 500\n{keys}\n");
+    load_with(dir, 500, keys)
+}
+
+fn load_with(dir: &Path, timeout_ms: u64, keys: &str) -> Loaded {
+    let toml = format!("[targets.t]\nkind = \"process\"\ntimeout_ms = {timeout_ms}\n{keys}\n");
     let cfg = Config::parse(&toml, &dir.join("replay.toml")).unwrap();
     cfg.load_target("t", &Registry::new()).unwrap()
 }
@@ -118,10 +122,16 @@ while True:
     out.flush()
 "#;
 
+const STREAM_TIMEOUT_MS: u64 = 3000;
+
 fn stream_target(dir: &Path) -> Loaded {
     std::fs::write(dir.join("stream.py"), STREAM).unwrap();
-    load(
+    // A restarted stream process answers its first case only after Python has started, which
+    // on a loaded 2-core CI machine took more than 500 ms (seen once as a timeout on the case
+    // after a replaced process): a timeout that startup always fits in.
+    load_with(
         dir,
+        STREAM_TIMEOUT_MS,
         "command = [\"python3\", \"stream.py\"]\nmode = \"stream\"\nconcurrency = 1\nmax_output = 1000000",
     )
 }
@@ -167,7 +177,7 @@ fn a_stream_process_that_hangs_garbles_or_floods_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let t = stream_target(dir.path());
     let (pid1, _) = answer(t.target.observe(&message("a")));
-    assert_eq!(t.target.observe(&message("hang")), Outcome::Timeout { after_ms: 500 });
+    assert_eq!(t.target.observe(&message("hang")), Outcome::Timeout { after_ms: STREAM_TIMEOUT_MS });
     let (pid2, _) = answer(t.target.observe(&message("b")));
     assert_ne!(pid1, pid2);
     match t.target.observe(&message("garbage")) {

@@ -175,6 +175,9 @@ pub struct TargetDef {
     pub mode: Option<ProcessMode>,
     /// process: the working directory.
     pub cwd: Option<PathBuf>,
+    /// process (stream): extra milliseconds the first case a new process answers may take,
+    /// for the process's own start-up.
+    pub startup_timeout_ms: Option<u64>,
     /// wasm (command) and process (per-case): the media type of what the program writes.
     pub output_content_type: Option<String>,
     /// http: the base URL.
@@ -210,6 +213,7 @@ impl TargetDef {
         f(self.command.is_some(), "command");
         f(self.mode.is_some(), "mode");
         f(self.cwd.is_some(), "cwd");
+        f(self.startup_timeout_ms.is_some(), "startup_timeout_ms");
         f(self.output_content_type.is_some(), "output_content_type");
         f(self.url.is_some(), "url");
         f(self.keep_host.is_some(), "keep_host");
@@ -237,9 +241,17 @@ impl TargetDef {
                 "max_output",
                 "output_content_type",
             ],
-            Kind::Process => {
-                &["command", "mode", "cwd", "args", "env", "timeout_ms", "max_output", "output_content_type"]
-            }
+            Kind::Process => &[
+                "command",
+                "mode",
+                "cwd",
+                "args",
+                "env",
+                "timeout_ms",
+                "startup_timeout_ms",
+                "max_output",
+                "output_content_type",
+            ],
             Kind::Http => {
                 &["url", "keep_host", "rps", "message_path", "packet_path", "timeout_ms", "max_output"]
             }

@@ -5,7 +5,10 @@
 //! `stream`: long-lived processes (one per worker) reading request frames on stdin and
 //! writing response frames on stdout (`docs/target-abi.md`); a process that dies, hangs,
 //! floods or writes garbage is killed, the case gets the observation, and the next case
-//! starts a new process. Every call is bounded by `timeout_ms` and `max_output`.
+//! starts a new process. Every call is bounded by `timeout_ms` and `max_output`; in stream
+//! mode the first case a new process answers also gets `startup_timeout_ms`, so that a process
+//! that takes a while to start (a JVM, a Python with heavy imports, a restart under load) does
+//! not turn one case into a timeout, a difference that is not the target's.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -23,6 +26,8 @@ use crate::observation::Outcome;
 use crate::target::Target;
 
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+/// Stream mode: what a new process may add to its first case's time bound.
+const DEFAULT_STARTUP_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_MAX_OUTPUT: usize = 16 << 20;
 const STDERR_TAIL: usize = 16 << 10;
 
@@ -46,6 +51,8 @@ pub struct ProcessTarget {
     env: Vec<(String, String)>,
     cwd: PathBuf,
     timeout: Duration,
+    /// Stream mode: added to the time bound of a new process's first case.
+    startup: Duration,
     max_output: usize,
     output_content_type: String,
     stream: bool,
@@ -64,18 +71,25 @@ impl ProcessTarget {
         }
         let mut args: Vec<String> = rest.to_vec();
         args.extend(def.args.iter().cloned());
+        let stream = def.mode == Some(ProcessMode::Stream);
+        if def.startup_timeout_ms.is_some() && !stream {
+            return Err("`startup_timeout_ms` applies to `mode = \"stream\"` only (per-case processes \
+                        start within `timeout_ms`)"
+                .into());
+        }
         Ok(ProcessTarget {
             program,
             args,
             env: def.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             cwd: def.cwd.as_deref().map_or_else(|| base.to_path_buf(), |c| base.join(c)),
             timeout: Duration::from_millis(def.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS)),
+            startup: Duration::from_millis(def.startup_timeout_ms.unwrap_or(DEFAULT_STARTUP_TIMEOUT_MS)),
             max_output: def.max_output.unwrap_or(DEFAULT_MAX_OUTPUT),
             output_content_type: def
                 .output_content_type
                 .clone()
                 .unwrap_or_else(|| "application/octet-stream".into()),
-            stream: def.mode == Some(ProcessMode::Stream),
+            stream,
             pool: Mutex::new(Vec::new()),
         })
     }
@@ -179,15 +193,17 @@ impl ProcessTarget {
         };
         let mut frame = Vec::new();
         input.encode_frame(&mut frame);
-        match tokio::time::timeout(self.timeout, p.call(&frame, self.max_output)).await {
+        let bound = if p.answered { self.timeout } else { self.timeout + self.startup };
+        match tokio::time::timeout(bound, p.call(&frame, self.max_output)).await {
             Ok(Ok(outcome)) => {
+                p.answered = true;
                 self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(p);
                 outcome
             }
             Ok(Err(broken)) => p.kill(broken).await,
             Err(_) => {
                 let _ = p.kill(Outcome::Timeout { after_ms: 0 }).await;
-                Outcome::Timeout { after_ms: self.timeout.as_millis() as u64 }
+                Outcome::Timeout { after_ms: bound.as_millis() as u64 }
             }
         }
     }
@@ -214,7 +230,7 @@ impl ProcessTarget {
                 }
             }
         });
-        Ok(StreamProc { child, stdin, stdout, tail })
+        Ok(StreamProc { child, stdin, stdout, tail, answered: false })
     }
 }
 
@@ -224,6 +240,8 @@ struct StreamProc {
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     tail: Arc<Mutex<VecDeque<u8>>>,
+    /// It has answered a case: start-up is behind it.
+    answered: bool,
 }
 
 impl StreamProc {

@@ -195,3 +195,42 @@ fn a_stream_process_that_hangs_garbles_or_floods_is_replaced() {
     }
     assert_eq!(answer(t.target.observe(&message("d"))).1, "d");
 }
+
+/// A stream server that takes `delay` seconds to start (heavy imports, a JVM) and then echoes.
+fn slow_start_target(dir: &Path, timeout_ms: u64, startup: Option<u64>) -> Loaded {
+    let script = STREAM.replace("served = 0", "served = 0\ntime.sleep(1.0)");
+    std::fs::write(dir.join("slow.py"), script).unwrap();
+    let startup = startup.map_or(String::new(), |ms| format!("\nstartup_timeout_ms = {ms}"));
+    load_with(
+        dir,
+        timeout_ms,
+        &format!("command = [\"python3\", \"slow.py\"]\nmode = \"stream\"\nconcurrency = 1{startup}"),
+    )
+}
+
+#[test]
+fn a_stream_process_start_up_is_not_charged_to_its_first_case() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1 s to start, 300 ms per case: the first case fits only with the start-up allowance
+    // (10 s by default), and the ones after it need no allowance.
+    let t = slow_start_target(dir.path(), 300, None);
+    let start = Instant::now();
+    let (pid1, d1) = answer(t.target.observe(&message("one")));
+    assert!(start.elapsed() >= Duration::from_millis(900), "the process did take its second");
+    let (pid2, d2) = answer(t.target.observe(&message("two")));
+    assert_eq!((d1.as_str(), d2.as_str(), pid1), ("one", "two", pid2));
+    // Only the first case of a process gets it: a hang later is cut at the plain bound.
+    assert_eq!(t.target.observe(&message("hang")), Outcome::Timeout { after_ms: 300 });
+}
+
+#[test]
+fn with_no_start_up_allowance_a_slow_start_is_a_timeout_and_the_key_is_stream_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = slow_start_target(dir.path(), 300, Some(0));
+    assert_eq!(t.target.observe(&message("one")), Outcome::Timeout { after_ms: 300 });
+    // A per-case process starts within `timeout_ms`: the key is refused there, by name.
+    let toml = "[targets.t]\nkind = \"process\"\ncommand = [\"cat\"]\nstartup_timeout_ms = 5000\n";
+    let cfg = Config::parse(toml, &dir.path().join("replay.toml")).unwrap();
+    let e = cfg.load_target("t", &Registry::new()).unwrap_err().to_string();
+    assert!(e.contains("startup_timeout_ms") && e.contains("stream"), "{e}");
+}

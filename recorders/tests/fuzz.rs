@@ -3,7 +3,7 @@
 //! before anything is allocated for it).
 //!
 //! `cargo test` runs a short pass. The long run quoted in the notes:
-//! `PROPTEST_CASES=200000 REPLAY_CAPTURES=../shared/captures cargo test --release -p recorders --test fuzz`
+//! `PROPTEST_CASES=230000 REPLAY_CAPTURES=$(realpath ../shared/captures) cargo test --release -p recorders --test fuzz`
 
 use std::io::Cursor;
 use std::time::Duration;
@@ -52,9 +52,16 @@ fn seeds() -> Vec<Vec<u8>> {
             "suricata/eve-overlap-payload-01_tcp-overlap.pcap",
             "zeek/http_docker-http-upgrade.pcap",
         ] {
-            if let Ok(b) = std::fs::read(dir.join(f)) {
-                out.push(b);
-            }
+            // Named, not skipped: a relative REPLAY_CAPTURES resolves against this crate's
+            // folder, and earlier long runs quietly fuzzed the built-in seed alone that way.
+            let path = dir.join(f);
+            let b = std::fs::read(&path).unwrap_or_else(|e| {
+                panic!(
+                    "REPLAY_CAPTURES is set but {} cannot be read: {e} (give an absolute path)",
+                    path.display()
+                )
+            });
+            out.push(b);
         }
     }
     out

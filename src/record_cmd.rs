@@ -446,12 +446,21 @@ fn list(map: &std::collections::BTreeMap<&'static str, u64>) -> String {
     map.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
 }
 
+/// The process's peak resident memory so far (Linux: `VmHWM`), to show the bound holding.
+fn peak_memory_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn print_summary(s: &Stats, out: &std::path::Path, input: u64, elapsed: f64) -> io::Result<()> {
     let mut o = io::stdout().lock();
     let rate = if elapsed > 0.0 { input as f64 / elapsed / 1e6 } else { 0.0 };
+    let peak =
+        peak_memory_kib().map(|k| format!("; peak memory {:.1} MiB", k as f64 / 1024.0)).unwrap_or_default();
     writeln!(
         o,
-        "recorded {} file(s) into {} in {elapsed:.2} s ({}, {rate:.0} MB/s)",
+        "recorded {} file(s) into {} in {elapsed:.2} s ({}, {rate:.0} MB/s{peak})",
         s.files.len(),
         out.display(),
         size(input)
@@ -497,11 +506,22 @@ fn print_summary(s: &Stats, out: &std::path::Path, input: u64, elapsed: f64) -> 
         "              {} retransmissions ({} with different bytes), {} gaps ({} bytes missing), {} resets, {} closed idle",
         t.retransmissions, t.retransmission_conflicts, t.gaps, t.bytes_missing, t.resets, t.idle_closed
     )?;
-    if s.http_malformed_heads > 0 || s.http_bytes_skipped > 0 {
+    if t.evicted > 0 {
         writeln!(
             o,
-            "  http        {} malformed heads, {} bytes skipped to the next message start",
-            s.http_malformed_heads, s.http_bytes_skipped
+            "              {} closed early at the bound on open connections (the least recently active first)",
+            t.evicted
+        )?;
+    }
+    if s.http_malformed_heads > 0
+        || s.http_bytes_skipped > 0
+        || s.http_heads_dropped > 0
+        || s.http_heads_incomplete > 0
+    {
+        writeln!(
+            o,
+            "  http        {} malformed heads, {} heads cut off by their connection's end, {} over the bound on unfinished heads; {} bytes skipped",
+            s.http_malformed_heads, s.http_heads_incomplete, s.http_heads_dropped, s.http_bytes_skipped
         )?;
     }
     let f = &s.ipv4_fragments;

@@ -28,11 +28,21 @@ pub struct HttpLimits {
     /// Requests one connection may have waiting for responses; past it, the oldest is handed
     /// on as never answered.
     pub max_waiting: usize,
+    /// Bytes of unfinished message heads all connections together may hold; a head that
+    /// would go past it is skipped and counted (so thousands of connections each sending a
+    /// long head at once cannot exhaust memory).
+    pub max_heads_total: usize,
 }
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        HttpLimits { max_head: 64 << 10, max_body: 16 << 20, max_total: 24 << 20, max_waiting: 1024 }
+        HttpLimits {
+            max_head: 64 << 10,
+            max_body: 16 << 20,
+            max_total: 24 << 20,
+            max_waiting: 1024,
+            max_heads_total: 4 << 20,
+        }
     }
 }
 
@@ -42,6 +52,27 @@ const MAX_FIELDS: usize = 128;
 
 /// Body bytes held by every connection of a recording, shared by their parsers.
 pub type BodyBudget = Rc<Cell<usize>>;
+
+/// What all the connections of a recording hold together, shared by their parsers: body bytes
+/// in messages not yet handed on, and bytes of heads not yet complete.
+#[derive(Clone, Default)]
+pub struct Budgets {
+    /// Body bytes (bounded by [`HttpLimits::max_total`]).
+    pub bodies: BodyBudget,
+    /// Unfinished head bytes (bounded by [`HttpLimits::max_heads_total`]).
+    pub heads: Rc<Cell<usize>>,
+}
+
+/// A head buffer emptied: its bytes leave the shared count, and a buffer grown by a long head
+/// is let go instead of kept for the connection's life.
+fn release_head(heads: &Cell<usize>, buf: &mut Vec<u8>) {
+    heads.set(heads.get().saturating_sub(buf.len()));
+    if buf.capacity() > 2048 {
+        *buf = Vec::new();
+    } else {
+        buf.clear();
+    }
+}
 
 fn event_bytes(ev: &HttpEvent) -> usize {
     match ev {
@@ -173,7 +204,21 @@ pub struct HttpConn {
     pub malformed: u64,
     /// Body bytes dropped because a bound was reached (the messages are flagged truncated).
     pub body_bytes_dropped: u64,
+    /// Heads skipped because the heads of all connections together reached their bound.
+    pub heads_dropped: u64,
+    /// Heads the connection ended in the middle of (their bytes are counted as skipped).
+    pub heads_incomplete: u64,
     budget: BodyBudget,
+    heads: Rc<Cell<usize>>,
+}
+
+impl Drop for HttpConn {
+    fn drop(&mut self) {
+        // A head still in progress leaves the shared count with its connection.
+        for p in &self.parsers {
+            self.heads.set(self.heads.get().saturating_sub(p.buf.len()));
+        }
+    }
 }
 
 fn idx(side: Side) -> usize {
@@ -256,8 +301,8 @@ fn content_length(list: &[Header]) -> Option<u64> {
 }
 
 impl HttpConn {
-    /// A connection not yet known to be HTTP, sharing `budget` with the other connections.
-    pub fn new(limits: HttpLimits, budget: BodyBudget) -> HttpConn {
+    /// A connection not yet known to be HTTP, sharing `budgets` with the other connections.
+    pub fn new(limits: HttpLimits, budgets: Budgets) -> HttpConn {
         HttpConn {
             mode: Mode::Detecting,
             limits,
@@ -268,7 +313,10 @@ impl HttpConn {
             skipped: 0,
             malformed: 0,
             body_bytes_dropped: 0,
-            budget,
+            heads_dropped: 0,
+            heads_incomplete: 0,
+            budget: budgets.bodies,
+            heads: budgets.heads,
         }
     }
 
@@ -330,7 +378,7 @@ impl HttpConn {
             State::Head => {
                 if !p.buf.is_empty() {
                     self.skipped += p.buf.len() as u64;
-                    p.buf.clear();
+                    release_head(&self.heads, &mut p.buf);
                 }
                 p.gap_before_next += missing;
                 p.state = State::Resync;
@@ -409,6 +457,12 @@ impl HttpConn {
                     });
                     self.complete(side, is_request, out);
                 }
+                State::Head if !p.buf.is_empty() => {
+                    // It ended in the middle of a head: not a message, but not lost silently.
+                    self.heads_incomplete += 1;
+                    self.skipped += p.buf.len() as u64;
+                    release_head(&self.heads, &mut p.buf);
+                }
                 State::Head | State::Resync => {}
             }
         }
@@ -461,7 +515,21 @@ impl HttpConn {
                     }
                     let before = p.buf.len();
                     let take = bytes.len().min(self.limits.max_head + 1 - before.min(self.limits.max_head));
+                    if self.heads.get() + take > self.limits.max_heads_total {
+                        // The heads in progress on all connections together are at their
+                        // bound: this one cannot be held. Skip to the next message start.
+                        self.heads_dropped += 1;
+                        self.skipped += (before + take) as u64;
+                        release_head(&self.heads, &mut p.buf);
+                        p.state = State::Resync;
+                        bytes = &bytes[take..];
+                        continue;
+                    }
+                    // Exact growth: what the bound counts is what the buffer takes, not up to
+                    // twice that (a long head arrives in a few dozen segments at most).
+                    p.buf.reserve_exact(take);
                     p.buf.extend_from_slice(&bytes[..take]);
+                    self.heads.set(self.heads.get() + take);
                     match self.parse_head(side, is_request) {
                         Ok(Some(head_len)) => {
                             // `head_len` counts from the start of buf; what we consumed of
@@ -469,7 +537,7 @@ impl HttpConn {
                             let used = head_len - before;
                             bytes = &bytes[used..];
                             let p = &mut self.parsers[idx(side)];
-                            p.buf.clear();
+                            release_head(&self.heads, &mut p.buf);
                             if matches!(p.state, State::Body(Body::None)) {
                                 self.complete(side, is_request, out);
                             }
@@ -480,7 +548,7 @@ impl HttpConn {
                             if p.buf.len() > self.limits.max_head {
                                 self.malformed += 1;
                                 self.skipped += p.buf.len() as u64;
-                                p.buf.clear();
+                                release_head(&self.heads, &mut p.buf);
                                 p.state = State::Resync;
                             }
                         }
@@ -488,7 +556,7 @@ impl HttpConn {
                             self.malformed += 1;
                             let p = &mut self.parsers[idx(side)];
                             self.skipped += p.buf.len() as u64;
-                            p.buf.clear();
+                            release_head(&self.heads, &mut p.buf);
                             bytes = &bytes[take..];
                             // Its packets were counted as HTTP already: the connection stays HTTP,
                             // and the skipped bytes and malformed head are counted instead.

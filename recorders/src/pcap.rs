@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::capture::{self, CaptureError, CaptureEvent, RawPacket};
 use crate::decode::{self, Decoded};
 use crate::defrag::{Defrag, DefragLimits, DefragStats};
-use crate::http::{BodyBudget, HttpConn, HttpEvent, HttpLimits, Mode};
+use crate::http::{Budgets, HttpConn, HttpEvent, HttpLimits, Mode};
 use crate::out::{CaseOut, HttpTags, Job};
 use crate::tcp::{End, Limits, Origin, Reassembler, Side, StreamSink, TcpStats};
 
@@ -101,12 +101,19 @@ pub struct Stats {
     pub tcp: TcpStats,
     /// IPv4 fragment reassembly counters (fragments are also kept as packet cases).
     pub ipv4_fragments: DefragStats,
-    /// HTTP bytes skipped while looking for a message start after a hole.
+    /// HTTP bytes skipped: while looking for a message start after a hole or a malformed
+    /// head, and in heads past a bound or cut off by their connection's end.
     pub http_bytes_skipped: u64,
     /// Message heads that did not parse.
     pub http_malformed_heads: u64,
     /// Body bytes not kept because a size or memory bound was reached (messages flagged).
     pub http_body_bytes_dropped: u64,
+    /// Message heads skipped because the unfinished heads of all connections together reached
+    /// their memory bound (their bytes are in `http_bytes_skipped`).
+    pub http_heads_dropped: u64,
+    /// Connections that ended (or the capture did) in the middle of a message head (its bytes
+    /// are in `http_bytes_skipped`).
+    pub http_heads_incomplete: u64,
     /// Packets that did not decode, by reason (kept as packet cases, flagged `malformed`).
     pub malformed: BTreeMap<&'static str, u64>,
     /// Packets that are simply not TCP/UDP over IP, by kind.
@@ -140,9 +147,17 @@ const HOLD_MAX: usize = 32;
 const HOLD_BYTES: usize = 4 << 20;
 
 struct Conn {
-    http: HttpConn,
+    /// Made at the first payload byte: a connection that never carries any (a port scan's
+    /// SYNs) costs only this small struct.
+    http: Option<Box<HttpConn>>,
     server: (IpAddr, u16),
     held: Held,
+}
+
+impl Conn {
+    fn mode(&self) -> Mode {
+        self.http.as_ref().map_or(Mode::Detecting, |h| h.mode())
+    }
 }
 
 #[derive(Default)]
@@ -151,47 +166,44 @@ struct Sink {
     events: Vec<(u64, HttpEvent)>,
     closed: Vec<(u64, Conn)>,
     limits: HttpLimits,
-    bodies: BodyBudget,
+    budgets: Budgets,
 }
 
 impl StreamSink for Sink {
     fn open(&mut self, conn: u64, _a: (IpAddr, u16), b: (IpAddr, u16), _syn_seen: bool) {
-        self.conns.insert(
-            conn,
-            Conn {
-                http: HttpConn::new(self.limits, self.bodies.clone()),
-                server: b,
-                held: Held { packets: Vec::new() },
-            },
-        );
+        self.conns.insert(conn, Conn { http: None, server: b, held: Held { packets: Vec::new() } });
     }
 
     fn data(&mut self, conn: u64, side: Side, bytes: &[u8], origin: Origin) {
         if let Some(c) = self.conns.get_mut(&conn) {
             let mut out = Vec::new();
-            c.http.data(side, bytes, origin, &mut out);
+            let (limits, budgets) = (self.limits, &self.budgets);
+            let http = c.http.get_or_insert_with(|| Box::new(HttpConn::new(limits, budgets.clone())));
+            http.data(side, bytes, origin, &mut out);
             self.events.extend(out.into_iter().map(|e| (conn, e)));
         }
     }
 
     fn gap(&mut self, conn: u64, side: Side, missing: u64, origin: Origin) {
-        if let Some(c) = self.conns.get_mut(&conn) {
+        if let Some(http) = self.conns.get_mut(&conn).and_then(|c| c.http.as_mut()) {
             let mut out = Vec::new();
-            c.http.gap(side, missing, origin, &mut out);
+            http.gap(side, missing, origin, &mut out);
             self.events.extend(out.into_iter().map(|e| (conn, e)));
         }
     }
 
     fn conflict(&mut self, conn: u64, side: Side) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.http.conflict(side);
+        if let Some(http) = self.conns.get_mut(&conn).and_then(|c| c.http.as_mut()) {
+            http.conflict(side);
         }
     }
 
     fn close(&mut self, conn: u64, _end: End, _origin: Origin) {
         if let Some(mut c) = self.conns.remove(&conn) {
             let mut out = Vec::new();
-            c.http.close(&mut out);
+            if let Some(http) = c.http.as_mut() {
+                http.close(&mut out);
+            }
             self.events.extend(out.into_iter().map(|e| (conn, e)));
             self.closed.push((conn, c));
         }
@@ -368,10 +380,10 @@ impl Recorder {
         // Copied only when it is not (yet) known to be HTTP: the common case copies nothing.
         let pkt = || owned(p, Some(flow), flag);
         let mode = match self.sink.conns.get(&conn) {
-            Some(c) => c.http.mode(),
+            Some(c) => c.mode(),
             // Closed by this very packet: its fate is the closed connection's.
             None => match self.sink.closed.iter().find(|(id, _)| *id == conn) {
-                Some((_, c)) => c.http.mode(),
+                Some((_, c)) => c.mode(),
                 None => self.closed_modes.get(&conn).copied().unwrap_or(Mode::NotHttp),
             },
         };
@@ -391,6 +403,9 @@ impl Recorder {
                 match self.sink.conns.get_mut(&conn) {
                     Some(c) if c.held.packets.len() < HOLD_MAX && room => {
                         self.held_bytes += p.data.len();
+                        // Most such connections hold one packet (a SYN, a scan): room for one,
+                        // not the four a first push would make.
+                        c.held.packets.reserve_exact(1);
                         c.held.packets.push(pkt());
                     }
                     Some(_) => {
@@ -431,19 +446,23 @@ impl Recorder {
                 let newest = id;
                 self.closed_modes.retain(|k, _| newest.saturating_sub(*k) < 1 << 15);
             }
-            self.closed_modes.insert(id, c.http.mode());
-            let name = match c.http.mode() {
+            self.closed_modes.insert(id, c.mode());
+            let name = match c.mode() {
                 Mode::Http { .. } => "http",
                 Mode::Upgraded => "http_upgraded",
                 Mode::NotHttp => "not_http",
                 Mode::Detecting => "no_payload",
             };
             *self.stats.connections.entry(name).or_default() += 1;
-            self.stats.http_bytes_skipped += c.http.skipped;
-            self.stats.http_malformed_heads += c.http.malformed;
-            self.stats.http_body_bytes_dropped += c.http.body_bytes_dropped;
+            if let Some(h) = &c.http {
+                self.stats.http_bytes_skipped += h.skipped;
+                self.stats.http_malformed_heads += h.malformed;
+                self.stats.http_body_bytes_dropped += h.body_bytes_dropped;
+                self.stats.http_heads_dropped += h.heads_dropped;
+                self.stats.http_heads_incomplete += h.heads_incomplete;
+            }
             self.held_bytes -= c.held.packets.iter().map(|h| h.data.len()).sum::<usize>();
-            match c.http.mode() {
+            match c.mode() {
                 Mode::Http { .. } | Mode::Upgraded => self.count_http_packets(c.held.packets.len() as u64),
                 Mode::NotHttp | Mode::Detecting => {
                     for h in c.held.packets {

@@ -63,6 +63,9 @@ pub enum End {
     CaptureEnd,
     /// A new SYN reused the flow's addresses and ports.
     Reused,
+    /// Closed early, among the least recently active, to keep the open flows within
+    /// [`Limits::max_flows`].
+    Evicted,
 }
 
 /// The consumer of reassembled streams.
@@ -93,6 +96,10 @@ pub struct Limits {
     /// Bytes all those windows may take together; directions past it are not checked for
     /// conflicting retransmissions (counted in `TcpStats::unchecked_directions`).
     pub recent_total: usize,
+    /// Flows open at once. A new flow past it first closes the least recently active eighth,
+    /// as the idle timeout would (counted in `TcpStats::evicted`), so that a port scan or a
+    /// flood of one-packet connections cannot grow the flow table without bound.
+    pub max_flows: usize,
 }
 
 impl Default for Limits {
@@ -103,6 +110,7 @@ impl Default for Limits {
             idle_ns: 120_000_000_000,
             recent: 4 << 10,
             recent_total: 16 << 20,
+            max_flows: 16 << 10,
         }
     }
 }
@@ -128,6 +136,8 @@ pub struct TcpStats {
     pub resets: u64,
     /// Connections flushed by the idle timeout.
     pub idle_closed: u64,
+    /// Connections closed early to keep the open flows within their bound.
+    pub evicted: u64,
     /// Segments after a side's FIN (ignored).
     pub after_fin: u64,
     /// Packets of a connection already closed by FIN or RST (late ACKs, repeated FINs).
@@ -187,7 +197,8 @@ fn key(src: (IpAddr, u16), dst: (IpAddr, u16)) -> Key {
 
 /// The reassembler: feed it segments, it calls the sink.
 pub struct Reassembler {
-    flows: HashMap<Key, Flow>,
+    /// Boxed: the table's slots stay small, so its spare capacity costs little.
+    flows: HashMap<Key, Box<Flow>>,
     limits: Limits,
     buffered: usize,
     /// Bytes of retransmission windows allocated, all flows together.
@@ -232,7 +243,7 @@ impl Reassembler {
             let reused = !same_isn && f.dirs.iter().any(|d| d.next > 0 || !d.pending.is_empty());
             if reused {
                 let f = self.flows.remove(&k).expect("present");
-                self.finish(f, End::Reused, origin, sink);
+                self.finish(*f, End::Reused, origin, sink);
             }
         }
         if !self.flows.contains_key(&k)
@@ -242,6 +253,9 @@ impl Reassembler {
         {
             self.stats.after_close += 1;
             return conn;
+        }
+        if !self.flows.contains_key(&k) && self.flows.len() >= self.limits.max_flows.max(1) {
+            self.evict(sink);
         }
         let flow = match self.flows.get_mut(&k) {
             Some(f) => f,
@@ -256,13 +270,15 @@ impl Reassembler {
                     self.stats.without_syn += 1;
                 }
                 sink.open(self.next_conn, a, if a == src { dst } else { src }, syn_seen);
-                self.flows.entry(k).or_insert(Flow {
-                    key: k,
-                    conn: self.next_conn,
-                    a,
-                    dirs: [Dir::default(), Dir::default()],
-                    last_ts: origin.ts_ns,
-                    last_origin: origin,
+                self.flows.entry(k).or_insert_with(|| {
+                    Box::new(Flow {
+                        key: k,
+                        conn: self.next_conn,
+                        a,
+                        dirs: [Dir::default(), Dir::default()],
+                        last_ts: origin.ts_ns,
+                        last_origin: origin,
+                    })
                 })
             }
         };
@@ -288,7 +304,7 @@ impl Reassembler {
         if t.rst {
             self.stats.resets += 1;
             let f = self.flows.remove(&k).expect("present");
-            self.finish(f, End::Rst, origin, sink);
+            self.finish(*f, End::Rst, origin, sink);
             return conn;
         }
         let start = if t.syn { dir.abs(t.seq.wrapping_add(1)) } else { dir.abs(t.seq) };
@@ -328,7 +344,7 @@ impl Reassembler {
         }
         if flow.dirs.iter().all(|d| d.done) {
             let f = self.flows.remove(&k).expect("present");
-            self.finish(f, End::Fin, origin, sink);
+            self.finish(*f, End::Fin, origin, sink);
         }
         conn
     }
@@ -361,17 +377,37 @@ impl Reassembler {
             let f = self.flows.remove(&k).expect("present");
             self.stats.idle_closed += 1;
             let origin = f.last_origin;
-            self.finish(f, End::Idle, origin, sink);
+            self.finish(*f, End::Idle, origin, sink);
+        }
+    }
+
+    /// Closes the least recently active eighth of the open flows (at least one), oldest
+    /// first, as the idle timeout would have.
+    fn evict<S: StreamSink>(&mut self, sink: &mut S) {
+        let n = (self.flows.len() / 8).max(1);
+        let mut ages: Vec<(i64, u64, Key)> =
+            self.flows.values().map(|f| (f.last_ts, f.conn, f.key)).collect();
+        if n < ages.len() {
+            ages.select_nth_unstable(n - 1);
+            ages.truncate(n);
+        }
+        ages.sort_unstable();
+        for (_, _, k) in ages {
+            let f = self.flows.remove(&k).expect("present");
+            self.stats.evicted += 1;
+            let origin = f.last_origin;
+            self.finish(*f, End::Evicted, origin, sink);
         }
     }
 
     /// Flushes and closes every flow (at the end of the capture).
     pub fn finish_all<S: StreamSink>(&mut self, sink: &mut S) {
-        let mut flows: Vec<Flow> = self.flows.drain().map(|(_, f)| f).collect();
+        // Still boxed while they wait: the list costs a pointer per flow, not a flow.
+        let mut flows: Vec<Box<Flow>> = self.flows.drain().map(|(_, f)| f).collect();
         flows.sort_by_key(|f| f.conn);
         for f in flows {
             let origin = f.last_origin;
-            self.finish(f, End::CaptureEnd, origin, sink);
+            self.finish(*f, End::CaptureEnd, origin, sink);
         }
     }
 

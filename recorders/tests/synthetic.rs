@@ -725,3 +725,94 @@ fn a_101_without_its_request_still_ends_http_parsing() {
     assert_eq!(stats.http_malformed_heads, 0);
     assert_eq!(stats.http_bytes_skipped, 0);
 }
+
+/// Review finding (session 8): a SYN scan of 1,000,000 ports grew the flow table to 4.7 GB.
+/// Open flows are bounded now: past the bound the least recently active are closed as idle
+/// ones are, counted, and their packets still become cases; an active connection goes on.
+#[test]
+fn a_flood_of_connections_is_bounded_and_the_active_ones_are_kept() {
+    use recorders::tcp::Limits;
+    let mut real = Conn::new(4000, 1, 1);
+    real.handshake();
+    let mut frames = real.pkts.clone();
+    let head = b"POST /kept HTTP/1.1\r\nContent-Length: 30\r\n\r\n";
+    let mut pieces = vec![real.seg(true, head)];
+    for chunk in [b"0123456789".as_slice(), b"abcdefghij", b"ABCDEFGHIJ"] {
+        pieces.push(real.seg(true, chunk));
+    }
+    pieces.push(real.seg(false, &ok("fine")));
+    // 40 connections that never carry a byte, the real one's segments among them.
+    for i in 0..40u16 {
+        let scan = Conn::new(5000 + i, 7, 7);
+        frames.push(scan.frame(true, 7, 0, Some(F::Syn), b""));
+        // Never three scans in a row while the exchange is in progress: it stays among the
+        // most recently active.
+        if i % 2 == 1 && !pieces.is_empty() {
+            frames.push(pieces.remove(0));
+        }
+    }
+    frames.append(&mut pieces);
+    let opts = Options { tcp: Limits { max_flows: 4, ..Limits::default() }, ..Options::default() };
+    let (stats, cases) = record_with(eth(&frames), opts);
+    let x = exchanges(&cases);
+    assert_eq!(x.len(), 1, "{:?}", x.iter().map(|e| &e.0.request.target).collect::<Vec<_>>());
+    let (e, flags) = x[0];
+    assert_eq!(e.request.target, "/kept");
+    assert_eq!(e.request.body.0, b"0123456789abcdefghijABCDEFGHIJ");
+    assert_eq!(e.response.as_ref().unwrap().body.0, b"fine");
+    assert!(flags.is_empty(), "{flags:?}");
+    assert_eq!(stats.tcp.connections, 41);
+    // All but the four open at the end were closed early (the real one too, once its
+    // exchange was done), and every SYN is a packet case: nothing went missing.
+    assert_eq!(stats.tcp.evicted, 37);
+    assert_eq!(stats.disposition.packet_cases, 40);
+    assert_eq!(stats.connections.get("no_payload"), Some(&40));
+}
+
+#[test]
+fn unfinished_heads_on_all_connections_share_one_bound() {
+    use recorders::http::HttpLimits;
+    let mut a = Conn::new(4101, 1, 1);
+    let mut b = Conn::new(4102, 1, 1);
+    a.handshake();
+    b.handshake();
+    let mut frames = a.pkts.clone();
+    frames.extend(b.pkts.clone());
+    // Both send 60 bytes of a head; together the bound holds 100.
+    let mut part = b"GET /long HTTP/1.1\r\nX-Pad: ".to_vec();
+    part.resize(60, b'a');
+    frames.push(a.seg(true, &part));
+    frames.push(b.seg(true, &part));
+    frames.push(a.seg(true, b"\r\n\r\n"));
+    frames.push(b.seg(true, b"\r\n\r\n"));
+    frames.push(a.seg(false, &ok("a")));
+    // B's next request, with the bound free again, is whole.
+    frames.push(b.seg(true, b"GET /next HTTP/1.1\r\n\r\n"));
+    frames.push(b.seg(false, &ok("b")));
+    let opts =
+        Options { http: HttpLimits { max_heads_total: 100, ..HttpLimits::default() }, ..Options::default() };
+    let (stats, cases) = record_with(eth(&frames), opts);
+    let mut got: Vec<(String, Vec<u8>)> = exchanges(&cases)
+        .iter()
+        .map(|(e, _)| {
+            (e.request.target.clone(), e.response.as_ref().map(|r| r.body.0.clone()).unwrap_or_default())
+        })
+        .collect();
+    got.sort();
+    // A's head fit and pairs with its response; B's did not: skipped and counted.
+    assert_eq!(got, vec![("/long".to_string(), b"a".to_vec()), ("/next".to_string(), b"b".to_vec())]);
+    assert_eq!(stats.http_heads_dropped, 1);
+    assert_eq!(stats.http_bytes_skipped, 64, "the 60 bytes held, then the rest up to the next request");
+    assert_eq!(stats.http_malformed_heads, 0);
+}
+
+#[test]
+fn a_connection_that_ends_inside_a_head_is_counted() {
+    let mut c = Conn::new(4201, 1, 1);
+    let part = b"GET /cut HTTP/1.1\r\nHost: x\r\n";
+    c.handshake().send(true, GET).send(false, &ok("x")).send(true, part).fin();
+    let (stats, cases) = record(eth(&c.pkts));
+    assert_eq!(exchanges(&cases).len(), 1);
+    assert_eq!(stats.http_heads_incomplete, 1);
+    assert_eq!(stats.http_bytes_skipped, part.len() as u64);
+}

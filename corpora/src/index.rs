@@ -61,6 +61,20 @@ impl Index {
 
     /// The bytes of the index file.
     pub fn encode(&self) -> Vec<u8> {
+        let mut out = encode_head(&self.segments, self.entries.len() as u64);
+        out.reserve(self.entries.len() * ENTRY_LEN + 4);
+        let mut b = [0u8; ENTRY_LEN];
+        for e in &self.entries {
+            encode_entry(e, &mut b);
+            out.extend_from_slice(&b);
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    #[cfg(test)]
+    fn encode_by_hand(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
             HEADER_LEN + self.segments.len() * SEGMENT_LEN + self.entries.len() * ENTRY_LEN + 4,
         );
@@ -135,6 +149,41 @@ impl Index {
     }
 }
 
+/// The start of an index file: header and segment table, for `entries` entries to follow
+/// (each [`encode_entry`]), then a CRC-32C of everything before it.
+pub(crate) fn encode_head(segments: &[(u32, u64)], entries: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + segments.len() * SEGMENT_LEN);
+    out.extend_from_slice(&INDEX_MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(segments.len() as u32).to_le_bytes());
+    out.extend_from_slice(&entries.to_le_bytes());
+    for (seq, covered) in segments {
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(&covered.to_le_bytes());
+    }
+    out
+}
+
+/// One entry as the index file (and the writer's spilled runs) store it.
+pub(crate) fn encode_entry(e: &IndexEntry, out: &mut [u8; ENTRY_LEN]) {
+    out[..16].copy_from_slice(&e.key);
+    out[16..20].copy_from_slice(&e.segment.to_le_bytes());
+    out[20..28].copy_from_slice(&e.offset.to_le_bytes());
+    out[28..32].copy_from_slice(&e.len.to_le_bytes());
+    out[32..].copy_from_slice(&[e.kind, 0, 0, 0]);
+}
+
+/// The inverse of [`encode_entry`].
+pub(crate) fn decode_entry(b: &[u8; ENTRY_LEN]) -> IndexEntry {
+    IndexEntry {
+        key: b[..16].try_into().expect("16 bytes"),
+        segment: u32::from_le_bytes(b[16..20].try_into().expect("4 bytes")),
+        offset: u64::from_le_bytes(b[20..28].try_into().expect("8 bytes")),
+        len: u32::from_le_bytes(b[28..32].try_into().expect("4 bytes")),
+        kind: b[32],
+    }
+}
+
 /// Why an index file was not used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexDecodeError {
@@ -173,5 +222,26 @@ mod tests {
         assert!(Index::decode(&bytes[..bytes.len() - 1]).is_err());
         assert_eq!(idx.with_hex_prefix("0202").len(), 1);
         assert_eq!(idx.with_hex_prefix("0").len(), 3);
+    }
+
+    /// The pieces the writer streams `index.bin` from make the same bytes as the layout
+    /// written out field by field.
+    #[test]
+    fn the_streamed_pieces_make_the_documented_layout() {
+        let mut idx = Index { segments: vec![(1, 100), (7, 1 << 40)], entries: vec![] };
+        for k in 0..5u8 {
+            let e = IndexEntry {
+                key: [k; 16],
+                segment: u32::from(k),
+                offset: u64::MAX - u64::from(k),
+                len: 77,
+                kind: k,
+            };
+            let mut b = [0u8; ENTRY_LEN];
+            encode_entry(&e, &mut b);
+            assert_eq!(decode_entry(&b), e);
+            idx.entries.push(e);
+        }
+        assert_eq!(idx.encode(), idx.encode_by_hand());
     }
 }

@@ -40,6 +40,7 @@ pub mod frame;
 mod id;
 pub mod index;
 pub mod jsonl;
+mod keys;
 mod manifest;
 mod store;
 pub mod value;

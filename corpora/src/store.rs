@@ -21,7 +21,8 @@ use crate::case::{Case, CaseKind};
 use crate::error::{CorpusError, Problem};
 use crate::frame::{self, MAX_PAYLOAD, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentEvent, SegmentReader};
 use crate::id::CaseId;
-use crate::index::{Index, IndexEntry};
+use crate::index::{ENTRY_LEN, Index, IndexEntry, encode_entry, encode_head};
+use crate::keys::KeyIndex;
 use crate::manifest::{Counts, Manifest};
 
 /// The manifest's file name.
@@ -119,6 +120,17 @@ fn check_dir(dir: &Path) -> Result<(), CorpusError> {
         return Err(CorpusError::NotACorpus { path: dir.to_path_buf() });
     }
     Ok(())
+}
+
+/// Counts of what `entries` (unique keys) hold, keeping the duplicates already skipped.
+fn recount<'a>(c: &mut Counts, entries: impl Iterator<Item = &'a IndexEntry>, segments: usize) {
+    *c = Counts { duplicates_skipped: c.duplicates_skipped, ..Counts::default() };
+    for e in entries {
+        c.records += 1;
+        c.payload_bytes += e.len as u64;
+        *c.by_kind.entry(kind_name(e.kind)).or_default() += 1;
+    }
+    c.segments = segments as u64;
 }
 
 /// A corpus opened for reading. Any number of readers may read while one writer appends;
@@ -546,11 +558,19 @@ pub struct WriterOptions {
     /// Data is flushed and `fsync`ed at least this often while appending (and always on close).
     /// `None` syncs only on close.
     pub sync_interval: Option<Duration>,
+    /// Index entries kept in memory before they are spilled, sorted, to a run file beside the
+    /// segments (merged into `index.bin` at close): what bounds the writer's memory whatever the
+    /// number of records (see `keys.rs`).
+    pub index_spill: usize,
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { segment_bytes: 64 << 20, sync_interval: Some(Duration::from_secs(1)) }
+        WriterOptions {
+            segment_bytes: 64 << 20,
+            sync_interval: Some(Duration::from_secs(1)),
+            index_spill: 1 << 16,
+        }
     }
 }
 
@@ -684,8 +704,7 @@ pub enum Appended {
 pub struct CorpusWriter {
     dir: PathBuf,
     manifest: Manifest,
-    entries: Vec<IndexEntry>,
-    keys: HashSet<[u8; 16]>,
+    keys: KeyIndex,
     lens: BTreeMap<u32, u64>,
     seg: Option<OpenSegment>,
     opts: WriterOptions,
@@ -756,11 +775,12 @@ impl CorpusWriter {
         let segments = list_segments(dir)?;
         let mut problems = Vec::new();
         let (index, lens) = load_index(dir, &segments, true, &mut problems)?;
-        let keys = index.entries.iter().map(|e| e.key).collect();
+        let mut manifest = manifest;
+        recount(&mut manifest.counts, index.entries.iter(), lens.len());
+        let keys = KeyIndex::new(dir, opts.index_spill, index.entries)?;
         let mut w = CorpusWriter {
             dir: dir.to_path_buf(),
             manifest,
-            entries: index.entries,
             keys,
             lens,
             seg: None,
@@ -790,7 +810,7 @@ impl CorpusWriter {
             }
             w.seg = Some(seg);
         }
-        w.recount();
+        w.manifest.counts.segments = w.lens.len() as u64;
         Ok(w)
     }
 
@@ -804,19 +824,20 @@ impl CorpusWriter {
         &self.dir
     }
 
-    /// Whether a case with this id is present.
+    /// Whether a case with this id is present. A spilled run that cannot be read answers
+    /// "no" here; [`CorpusWriter::append`] asks again and reports the error.
     pub fn contains(&self, id: &CaseId) -> bool {
-        self.keys.contains(id.as_bytes())
+        self.keys.contains(id.as_bytes()).unwrap_or(false)
     }
 
     /// The number of cases present.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.keys.len() as usize
     }
 
     /// Whether the corpus holds no case.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.keys.len() == 0
     }
 
     /// The manifest as it will be written on close.
@@ -838,7 +859,7 @@ impl CorpusWriter {
     /// Appends a case; a case whose id is present already is skipped and counted.
     pub fn append(&mut self, case: &Case) -> Result<Appended, CorpusError> {
         let key = *case.id().as_bytes();
-        if self.keys.contains(&key) {
+        if self.keys.contains(&key)? {
             self.manifest.counts.duplicates_skipped += 1;
             return Ok(Appended::Duplicate);
         }
@@ -900,7 +921,7 @@ impl CorpusWriter {
         payload: &[u8],
     ) -> Result<Appended, CorpusError> {
         self.usable()?;
-        if self.keys.contains(key) {
+        if self.keys.contains(key)? {
             self.manifest.counts.duplicates_skipped += 1;
             return Ok(Appended::Duplicate);
         }
@@ -929,14 +950,14 @@ impl CorpusWriter {
     fn committed(&mut self, kind: u8, key: [u8; 16], len: usize) -> Result<Appended, CorpusError> {
         let seg = self.seg.as_mut().expect("written to");
         let total = (RECORD_HEADER_LEN + len) as u64;
-        self.entries.push(IndexEntry { key, segment: seg.seq, offset: seg.len, len: len as u32, kind });
+        let entry = IndexEntry { key, segment: seg.seq, offset: seg.len, len: len as u32, kind };
         seg.len += total;
         if seg.len - seg.kicked >= WRITEBACK_BYTES {
             seg.kicked = seg.len;
             let _ = start_writeback(seg.out.get_ref());
         }
         self.lens.insert(seg.seq, seg.len);
-        self.keys.insert(key);
+        self.keys.insert(entry)?;
         let c = &mut self.manifest.counts;
         c.records += 1;
         c.payload_bytes += len as u64;
@@ -980,18 +1001,6 @@ impl CorpusWriter {
         Ok(())
     }
 
-    fn recount(&mut self) {
-        let c = &mut self.manifest.counts;
-        let dups = c.duplicates_skipped;
-        *c = Counts { duplicates_skipped: dups, ..Counts::default() };
-        for e in &self.entries {
-            c.records += 1;
-            c.payload_bytes += e.len as u64;
-            *c.by_kind.entry(kind_name(e.kind)).or_default() += 1;
-        }
-        c.segments = self.lens.len() as u64;
-    }
-
     fn finish(&mut self) -> Result<(), CorpusError> {
         if self.closed {
             return Ok(());
@@ -1001,14 +1010,39 @@ impl CorpusWriter {
             let r = seg.out.flush().and_then(|()| seg.out.get_ref().sync_all());
             r.map_err(CorpusError::io("sync", &seg.path))?;
         }
-        let mut index = Index {
-            segments: self.lens.iter().map(|(&s, &l)| (s, l)).collect(),
-            entries: std::mem::take(&mut self.entries),
-        };
-        index.sort_dedup();
-        write_atomic(&self.dir.join(INDEX_FILE), &index.encode())?;
-        self.entries = index.entries;
-        self.recount();
+        // Streamed from the writer's runs and memory in key order: the index never needs to
+        // fit in memory at once.
+        let keys = std::mem::replace(&mut self.keys, KeyIndex::closed());
+        let segments: Vec<(u32, u64)> = self.lens.iter().map(|(&s, &l)| (s, l)).collect();
+        let mut sorted = keys.into_sorted()?;
+        let path = self.dir.join(INDEX_FILE);
+        let tmp = path.with_extension("tmp");
+        let _ = fs::remove_file(&tmp);
+        let file = create_private(&tmp)?;
+        let mut w = BufWriter::with_capacity(256 << 10, &file);
+        let head = encode_head(&segments, sorted.n);
+        let mut crc = crc32c::crc32c(&head);
+        w.write_all(&head).map_err(CorpusError::io("write", &tmp))?;
+        let c = &mut self.manifest.counts;
+        *c = Counts { duplicates_skipped: c.duplicates_skipped, ..Counts::default() };
+        let mut b = [0u8; ENTRY_LEN];
+        while let Some(e) = sorted.next()? {
+            encode_entry(&e, &mut b);
+            crc = crc32c::crc32c_append(crc, &b);
+            w.write_all(&b).map_err(CorpusError::io("write", &tmp))?;
+            c.records += 1;
+            c.payload_bytes += e.len as u64;
+            *c.by_kind.entry(kind_name(e.kind)).or_default() += 1;
+        }
+        c.segments = segments.len() as u64;
+        debug_assert_eq!(c.records, sorted.n, "keys are unique");
+        w.write_all(&crc.to_le_bytes()).map_err(CorpusError::io("write", &tmp))?;
+        w.flush().map_err(CorpusError::io("write", &tmp))?;
+        drop(w);
+        file.sync_all().map_err(CorpusError::io("sync", &tmp))?;
+        fs::rename(&tmp, &path).map_err(CorpusError::io("rename into place", &path))?;
+        sync_dir(&self.dir)?;
+        sorted.remove_runs()?;
         self.manifest.tool_version = env!("CARGO_PKG_VERSION").into();
         write_atomic(&self.dir.join(MANIFEST_FILE), &manifest_bytes(&self.manifest))
     }
@@ -1104,9 +1138,8 @@ impl CorpusWriter {
         stats.segments_after = index.segments.len() as u64;
         stats.bytes_after = index.segments.iter().map(|s| s.1).sum();
         write_atomic(&tmp.join(INDEX_FILE), &index.encode())?;
-        self.entries = index.entries;
         self.lens = index.segments.iter().copied().collect();
-        self.recount();
+        recount(&mut self.manifest.counts, index.entries.iter(), self.lens.len());
         write_atomic(&tmp.join(MANIFEST_FILE), &manifest_bytes(&self.manifest))?;
         sync_dir(&tmp)?;
         write_atomic(&tmp.join(COMMIT_FILE), first_new.to_string().as_bytes())?;
@@ -1401,7 +1434,11 @@ mod tests {
     fn writeback_starts_every_few_mebibytes_and_everything_reads_back() {
         use crate::{Blob, CaseData, Message};
         let dir = tempfile::tempdir().unwrap();
-        let opts = WriterOptions { segment_bytes: 2 * WRITEBACK_BYTES, sync_interval: None };
+        let opts = WriterOptions {
+            segment_bytes: 2 * WRITEBACK_BYTES,
+            sync_interval: None,
+            ..WriterOptions::default()
+        };
         let case = |i: u32| {
             let mut input = vec![(i % 251) as u8; 64 << 10];
             input[..4].copy_from_slice(&i.to_le_bytes());

@@ -15,7 +15,7 @@ use corpora::{
 use proptest::prelude::*;
 
 fn opts() -> WriterOptions {
-    WriterOptions { segment_bytes: 64 << 20, sync_interval: None }
+    WriterOptions { segment_bytes: 64 << 20, sync_interval: None, ..WriterOptions::default() }
 }
 
 fn message(i: usize, len: usize) -> Case {
@@ -261,7 +261,11 @@ fn segments_roll_at_the_limit_and_files_are_private() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
     let cases: Vec<Case> = (0..50).map(|i| message(i, 200)).collect();
-    write_corpus(&dir, &cases, WriterOptions { segment_bytes: 1024, sync_interval: None });
+    write_corpus(
+        &dir,
+        &cases,
+        WriterOptions { segment_bytes: 1024, sync_interval: None, ..WriterOptions::default() },
+    );
     let corpus = Corpus::open(&dir).unwrap();
     assert!(corpus.segments().len() >= 10, "{}", corpus.segments().len());
     for s in corpus.segments() {
@@ -283,10 +287,13 @@ fn segments_roll_at_the_limit_and_files_are_private() {
         assert_eq!(corpus.get(&c.id()).unwrap().as_ref(), Some(c));
     }
     // Compaction packs them into full segments without losing or reordering any.
-    let stats = CorpusWriter::open(&dir, WriterOptions { segment_bytes: 1 << 20, sync_interval: None })
-        .unwrap()
-        .compact()
-        .unwrap();
+    let stats = CorpusWriter::open(
+        &dir,
+        WriterOptions { segment_bytes: 1 << 20, sync_interval: None, ..WriterOptions::default() },
+    )
+    .unwrap()
+    .compact()
+    .unwrap();
     assert_eq!((stats.records, stats.segments_after), (50, 1));
     assert_eq!(read_all(&dir).0, cases);
     assert_eq!(Corpus::open(&dir).unwrap().index_status(), IndexStatus::Fresh);
@@ -301,7 +308,7 @@ fn records_larger_than_the_write_buffer_and_rolls_between_them_read_back() {
     let dir = tmp.path().join("c");
     let sizes = [100, 300 << 10, 50, 1 << 20, 200 << 10, 10, 260 << 10, 70 << 10, 5];
     let cases: Vec<Case> = sizes.iter().enumerate().map(|(i, &n)| message(i, n)).collect();
-    let opts = || WriterOptions { segment_bytes: 512 << 10, sync_interval: None };
+    let opts = || WriterOptions { segment_bytes: 512 << 10, sync_interval: None, ..WriterOptions::default() };
     write_corpus(&dir, &cases[..5], opts());
     let mut w = CorpusWriter::open(&dir, opts()).unwrap();
     for c in &cases[5..] {
@@ -329,7 +336,11 @@ fn an_interrupted_compaction_finishes_or_rolls_back() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
     let cases: Vec<Case> = (0..6).map(|i| message(i, 300)).collect();
-    write_corpus(&dir, &cases, WriterOptions { segment_bytes: 700, sync_interval: None });
+    write_corpus(
+        &dir,
+        &cases,
+        WriterOptions { segment_bytes: 700, sync_interval: None, ..WriterOptions::default() },
+    );
     let before = Corpus::open(&dir).unwrap().segments().to_vec();
 
     // Not committed: an orphan compact.tmp is thrown away.
@@ -552,7 +563,7 @@ proptest! {
     fn arbitrary_cases_roundtrip_through_the_corpus(cases in proptest::collection::vec(case(), 1..12), seg in 200u64..4000) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("c");
-        let mut w = CorpusWriter::create(&dir, WriterOptions { segment_bytes: seg, sync_interval: None }).unwrap();
+        let mut w = CorpusWriter::create(&dir, WriterOptions { segment_bytes: seg, sync_interval: None, ..WriterOptions::default() }).unwrap();
         for c in &cases {
             w.append(c).unwrap();
         }
@@ -693,7 +704,11 @@ fn a_torn_tail_in_an_older_segment_is_damage() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
     let cases: Vec<Case> = (0..6).map(|i| message(i, 300)).collect();
-    write_corpus(&dir, &cases, WriterOptions { segment_bytes: 800, sync_interval: None });
+    write_corpus(
+        &dir,
+        &cases,
+        WriterOptions { segment_bytes: 800, sync_interval: None, ..WriterOptions::default() },
+    );
     let first = Corpus::open(&dir).unwrap().segments()[0].clone();
     let bytes = fs::read(&first.path).unwrap();
     fs::write(&first.path, &bytes[..bytes.len() - 10]).unwrap();
@@ -724,4 +739,63 @@ fn only_segment_names_the_writer_makes_are_read() {
     fs::copy(&real, dir.join("segments/+0000001.seg")).unwrap();
     let (got, problems) = read_all(&dir);
     assert_eq!((got.len(), problems.len()), (1, 0));
+}
+
+/// Session 8: the writer kept every record's index entry and key in memory (about 120 bytes a
+/// record: 160 MiB for a million packet cases). It now spills sorted runs past
+/// `index_spill` entries and merges them into `index.bin` at close.
+#[test]
+fn the_writer_index_spills_to_runs_and_the_corpus_reads_back_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let small = WriterOptions { index_spill: 4, ..opts() };
+    let cases: Vec<Case> = (0..300).map(|i| message(i, 10)).collect();
+    let runs = dir.join("index-runs.tmp");
+    let mut w = CorpusWriter::create(&dir, small.clone()).unwrap();
+    let mut most_runs = 0;
+    for (i, c) in cases.iter().enumerate() {
+        assert_eq!(w.append(c).unwrap(), Appended::New);
+        // Earlier cases, spilled long ago or not, are still known.
+        assert_eq!(w.append(&cases[i / 2]).unwrap(), Appended::Duplicate, "case {}", i / 2);
+        if runs.exists() {
+            most_runs = most_runs.max(fs::read_dir(&runs).unwrap().count());
+        }
+    }
+    assert_eq!(w.len(), 300);
+    assert!(cases.iter().all(|c| w.contains(&c.id())));
+    assert!(!w.contains(&message(1000, 10).id()));
+    // 75 spills of 4, merged as they come: never more runs than about log2(75) + 1.
+    assert!((2..=8).contains(&most_runs), "{most_runs} runs at once");
+    let manifest = w.close().unwrap();
+    assert_eq!(manifest.counts.records, 300);
+    assert_eq!(manifest.counts.duplicates_skipped, 300);
+    assert!(!runs.exists(), "runs are removed at close");
+    let corpus = Corpus::open(&dir).unwrap();
+    assert_eq!(corpus.index_status(), IndexStatus::Fresh);
+    for c in &cases {
+        assert_eq!(corpus.get(&c.id()).unwrap().unwrap(), *c);
+    }
+    let (read, problems) = read_all(&dir);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(read, cases, "in the order written");
+
+    // Appending to it: its index is the first run; runs a crash left behind are cleared.
+    fs::create_dir_all(&runs).unwrap();
+    fs::write(runs.join("00000009.run"), b"left by a crash").unwrap();
+    let mut w = CorpusWriter::open(&dir, small).unwrap();
+    assert!(!runs.exists() || fs::read_dir(&runs).unwrap().all(|e| e.unwrap().file_name() != "00000009.run"));
+    assert_eq!(w.len(), 300);
+    for c in &cases[..20] {
+        assert_eq!(w.append(c).unwrap(), Appended::Duplicate);
+    }
+    let more: Vec<Case> = (300..320).map(|i| message(i, 10)).collect();
+    for c in &more {
+        assert_eq!(w.append(c).unwrap(), Appended::New);
+    }
+    assert_eq!(w.close().unwrap().counts.records, 320);
+    let corpus = Corpus::open(&dir).unwrap();
+    assert_eq!(corpus.index_status(), IndexStatus::Fresh);
+    for c in cases.iter().chain(&more) {
+        assert_eq!(corpus.get(&c.id()).unwrap().unwrap(), *c);
+    }
 }

@@ -33,6 +33,16 @@ struct Loc {
     kind: u8,
 }
 
+impl Loc {
+    fn of(e: &IndexEntry) -> Loc {
+        Loc { segment: e.segment, offset: e.offset, len: e.len, kind: e.kind }
+    }
+
+    fn entry(self, key: [u8; 16]) -> IndexEntry {
+        IndexEntry { key, segment: self.segment, offset: self.offset, len: self.len, kind: self.kind }
+    }
+}
+
 /// Keys are case ids (BLAKE3 output), uniform already: their first eight bytes are the hash.
 #[derive(Default)]
 struct KeyHasher(u64);
@@ -198,7 +208,7 @@ impl KeyIndex {
         };
         if entries.len() < spill_at {
             for e in entries {
-                k.fresh.insert(e.key, Loc { segment: e.segment, offset: e.offset, len: e.len, kind: e.kind });
+                k.fresh.insert(e.key, Loc::of(&e));
             }
         } else {
             // An existing corpus's entries are its first run.
@@ -243,26 +253,22 @@ impl KeyIndex {
 
     /// Adds an entry whose key is not present (the caller checked).
     pub(crate) fn insert(&mut self, e: IndexEntry) -> Result<(), CorpusError> {
-        self.fresh.insert(e.key, Loc { segment: e.segment, offset: e.offset, len: e.len, kind: e.kind });
+        self.fresh.insert(e.key, Loc::of(&e));
         if self.fresh.len() >= self.spill_at {
             self.spill()?;
         }
         Ok(())
     }
 
-    fn spill(&mut self) -> Result<(), CorpusError> {
-        let mut entries: Vec<IndexEntry> = self
-            .fresh
-            .drain()
-            .map(|(key, l)| IndexEntry {
-                key,
-                segment: l.segment,
-                offset: l.offset,
-                len: l.len,
-                kind: l.kind,
-            })
-            .collect();
+    /// The entries held in memory, sorted by key; the map is left empty.
+    fn take_fresh_sorted(&mut self) -> Vec<IndexEntry> {
+        let mut entries: Vec<IndexEntry> = self.fresh.drain().map(|(key, l)| l.entry(key)).collect();
         entries.sort_unstable_by_key(|e| ord(&e.key));
+        entries
+    }
+
+    fn spill(&mut self) -> Result<(), CorpusError> {
+        let entries = self.take_fresh_sorted();
         self.write_run(entries.into_iter())?;
         // Merge while the newest run is as large as the one before, as a binary counter
         // carries: sizes then more than double going back, so there are at most about
@@ -341,18 +347,7 @@ impl KeyIndex {
     /// Every entry in key order (the first of equal keys), for `index.bin`; the runs are
     /// removed after.
     pub(crate) fn into_sorted(mut self) -> Result<SortedEntries, CorpusError> {
-        let mut fresh: Vec<IndexEntry> = self
-            .fresh
-            .drain()
-            .map(|(key, l)| IndexEntry {
-                key,
-                segment: l.segment,
-                offset: l.offset,
-                len: l.len,
-                kind: l.kind,
-            })
-            .collect();
-        fresh.sort_unstable_by_key(|e| ord(&e.key));
+        let fresh = self.take_fresh_sorted();
         let mut readers = Vec::new();
         for r in &self.runs {
             readers.push(r.reader().map_err(io_err("read", &r.path))?);

@@ -174,6 +174,9 @@ pub(crate) struct KeyIndex {
     filter: Bloom,
     spill_at: usize,
     next_run: u64,
+    /// A spill or merge failed part way: entries may be missing, so `index.bin` must not be
+    /// written from this (the next writer rebuilds it from the segments).
+    broken: bool,
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CorpusError + use<> {
@@ -190,8 +193,10 @@ impl KeyIndex {
         entries: Vec<IndexEntry>,
     ) -> Result<KeyIndex, CorpusError> {
         let dir = corpus_dir.join(RUNS_DIR);
-        if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?,
+            Ok(_) => fs::remove_file(&dir).map_err(io_err("remove", &dir))?,
+            Err(_) => {}
         }
         let spill_at = spill_at.max(1);
         // Unique keys, the first of equal ones kept (a rebuilt index can hold a key twice).
@@ -205,6 +210,7 @@ impl KeyIndex {
             filter: Bloom::new(spill_at as u64),
             spill_at,
             next_run: 0,
+            broken: false,
         };
         if entries.len() < spill_at {
             for e in entries {
@@ -227,6 +233,7 @@ impl KeyIndex {
             filter: Bloom::new(1),
             spill_at: usize::MAX,
             next_run: 0,
+            broken: false,
         }
     }
 
@@ -268,6 +275,14 @@ impl KeyIndex {
     }
 
     fn spill(&mut self) -> Result<(), CorpusError> {
+        let r = self.spill_and_merge();
+        if r.is_err() {
+            self.broken = true;
+        }
+        r
+    }
+
+    fn spill_and_merge(&mut self) -> Result<(), CorpusError> {
         let entries = self.take_fresh_sorted();
         self.write_run(entries.into_iter())?;
         // Merge while the newest run is as large as the one before, as a binary counter
@@ -347,6 +362,15 @@ impl KeyIndex {
     /// Every entry in key order (the first of equal keys), for `index.bin`; the runs are
     /// removed after.
     pub(crate) fn into_sorted(mut self) -> Result<SortedEntries, CorpusError> {
+        if self.broken {
+            return Err(CorpusError::Io {
+                op: "merge the index runs in",
+                path: self.dir.clone(),
+                source: io::Error::other(
+                    "an earlier spill of index entries failed; index.bin is left for the next writer to rebuild from the segments",
+                ),
+            });
+        }
         let fresh = self.take_fresh_sorted();
         let mut readers = Vec::new();
         for r in &self.runs {

@@ -957,7 +957,12 @@ impl CorpusWriter {
             let _ = start_writeback(seg.out.get_ref());
         }
         self.lens.insert(seg.seq, seg.len);
-        self.keys.insert(entry)?;
+        if let Err(e) = self.keys.insert(entry) {
+            // The record is on disk but the index may have lost entries: no more appends, and
+            // index.bin is not written from it (the next writer rebuilds it from the segments).
+            self.failed = true;
+            return Err(e);
+        }
         let c = &mut self.manifest.counts;
         c.records += 1;
         c.payload_bytes += len as u64;

@@ -799,3 +799,42 @@ fn the_writer_index_spills_to_runs_and_the_corpus_reads_back_whole() {
         assert_eq!(corpus.get(&c.id()).unwrap().unwrap(), *c);
     }
 }
+
+/// A spill that fails (here: the runs folder's name taken by a file) stops the writer, leaves
+/// `index.bin` unwritten rather than short, and loses no record: the next writer rebuilds the
+/// index from the segments.
+#[test]
+fn a_failed_index_spill_stops_the_writer_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let small = WriterOptions { index_spill: 4, ..opts() };
+    let cases: Vec<Case> = (0..10).map(|i| message(i, 10)).collect();
+    let mut w = CorpusWriter::create(&dir, small.clone()).unwrap();
+    fs::write(dir.join("index-runs.tmp"), b"in the way").unwrap();
+    let mut failed_at = None;
+    for (i, c) in cases.iter().enumerate() {
+        match w.append(c) {
+            Ok(a) => assert_eq!(a, Appended::New),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains("index-runs.tmp"), "{msg}");
+                failed_at = Some(i);
+                break;
+            }
+        }
+    }
+    let failed_at = failed_at.expect("the fourth append spills");
+    assert_eq!(failed_at, 3);
+    assert!(w.append(&cases[9]).is_err(), "no appends after a failed spill");
+    assert!(w.close().is_err(), "close reports it instead of writing a short index.bin");
+    assert!(!dir.join("index.bin").exists());
+    // Every record that reached a segment is there, the one whose spill failed included.
+    let w = CorpusWriter::open(&dir, small).unwrap();
+    assert_eq!(w.len(), failed_at + 1);
+    w.close().unwrap();
+    let corpus = Corpus::open(&dir).unwrap();
+    assert_eq!(corpus.index_status(), IndexStatus::Fresh);
+    let (read, problems) = read_all(&dir);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(read, cases[..=failed_at].to_vec());
+}

@@ -1,6 +1,7 @@
 //! The index: case id -> segment and offset, with the segment lengths it covers so that a
 //! stale index is noticed and brought up to date from the segments.
 
+use std::io::{self, Read};
 use std::path::Path;
 
 use crate::frame::FORMAT_VERSION;
@@ -200,9 +201,147 @@ impl IndexDecodeError {
     }
 }
 
+/// Why a streamed `index.bin` was not used: it could not be read, or it is not a valid index.
+#[derive(Debug)]
+pub(crate) enum StreamError {
+    Io(io::Error),
+    Bad(IndexDecodeError),
+}
+
+impl From<io::Error> for StreamError {
+    fn from(e: io::Error) -> StreamError {
+        StreamError::Io(e)
+    }
+}
+
+/// `index.bin` read as a stream, for a writer opening a corpus of any size in bounded memory:
+/// the header and segment table at once, then one entry at a time, each checked to come
+/// after the one before, then the checksum ([`IndexStream::finish`]). The same checks as
+/// [`Index::decode`], in one pass, holding one entry.
+pub(crate) struct IndexStream<R> {
+    r: R,
+    /// `(segment sequence, bytes covered)`, as [`Index::segments`].
+    pub(crate) segments: Vec<(u32, u64)>,
+    /// Entries the header announces.
+    pub(crate) entries: u64,
+    read: u64,
+    crc: u32,
+    offset: u64,
+    last: Option<[u8; 16]>,
+}
+
+impl<R: Read> IndexStream<R> {
+    /// Reads the header and segment table of an index file `file_len` bytes long.
+    pub(crate) fn open(mut r: R, file_len: u64) -> Result<IndexStream<R>, StreamError> {
+        let bad =
+            |offset: u64, what: &str| StreamError::Bad(IndexDecodeError { offset, what: what.to_string() });
+        if file_len < HEADER_LEN as u64 + 4 {
+            return Err(bad(file_len, "file too short for the index header"));
+        }
+        let mut head = [0u8; HEADER_LEN];
+        r.read_exact(&mut head)?;
+        if head[..8] != INDEX_MAGIC {
+            return Err(bad(0, "not an index magic"));
+        }
+        let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(bad(8, &format!("index format version {version}, expected {FORMAT_VERSION}")));
+        }
+        let nseg = u32::from_le_bytes(head[12..16].try_into().expect("4 bytes")) as u64;
+        let entries = u64::from_le_bytes(head[16..24].try_into().expect("8 bytes"));
+        let want =
+            HEADER_LEN as u128 + nseg as u128 * SEGMENT_LEN as u128 + entries as u128 * ENTRY_LEN as u128;
+        if want + 4 != file_len as u128 {
+            return Err(bad(12, "counts do not match the file length"));
+        }
+        let mut crc = crc32c::crc32c(&head);
+        let mut segments = Vec::with_capacity(nseg as usize);
+        let mut s = [0u8; SEGMENT_LEN];
+        for _ in 0..nseg {
+            r.read_exact(&mut s)?;
+            crc = crc32c::crc32c_append(crc, &s);
+            segments.push((
+                u32::from_le_bytes(s[..4].try_into().expect("4 bytes")),
+                u64::from_le_bytes(s[4..].try_into().expect("8 bytes")),
+            ));
+        }
+        let offset = HEADER_LEN as u64 + nseg * SEGMENT_LEN as u64;
+        Ok(IndexStream { r, segments, entries, read: 0, crc, offset, last: None })
+    }
+
+    /// The next entry, or `None` after the last.
+    pub(crate) fn next(&mut self) -> Result<Option<IndexEntry>, StreamError> {
+        if self.read == self.entries {
+            return Ok(None);
+        }
+        let mut b = [0u8; ENTRY_LEN];
+        self.r.read_exact(&mut b)?;
+        self.crc = crc32c::crc32c_append(self.crc, &b);
+        let e = decode_entry(&b);
+        if self.last.is_some_and(|l| l >= e.key) {
+            let what = "entries are not sorted by key".to_string();
+            return Err(StreamError::Bad(IndexDecodeError { offset: self.offset, what }));
+        }
+        self.last = Some(e.key);
+        self.read += 1;
+        self.offset += ENTRY_LEN as u64;
+        Ok(Some(e))
+    }
+
+    /// Checks the checksum, once every entry has been read.
+    pub(crate) fn finish(mut self) -> Result<(), StreamError> {
+        debug_assert_eq!(self.read, self.entries, "finish after the last entry");
+        let mut t = [0u8; 4];
+        self.r.read_exact(&mut t)?;
+        if u32::from_le_bytes(t) != self.crc {
+            let what = "checksum mismatch".to_string();
+            return Err(StreamError::Bad(IndexDecodeError { offset: self.offset, what }));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Everything [`IndexStream`] reads from `bytes`, as an [`Index`].
+    fn stream(bytes: &[u8]) -> Result<Index, StreamError> {
+        let mut s = IndexStream::open(bytes, bytes.len() as u64)?;
+        let mut entries = Vec::new();
+        while let Some(e) = s.next()? {
+            entries.push(e);
+        }
+        let segments = s.segments.clone();
+        s.finish()?;
+        Ok(Index { segments, entries })
+    }
+
+    #[test]
+    fn the_stream_reads_what_decode_reads_and_rejects_what_it_rejects() {
+        let mut idx = Index { segments: vec![(1, 100), (3, 4096)], entries: vec![] };
+        for k in 0..300u16 {
+            let mut key = [0u8; 16];
+            key[..2].copy_from_slice(&k.to_be_bytes());
+            idx.entries.push(IndexEntry { key, segment: 1, offset: u64::from(k), len: 5, kind: 1 });
+        }
+        let bytes = idx.encode();
+        assert_eq!(stream(&bytes).unwrap(), idx);
+        // Out of order with a valid checksum: named at the entry's offset.
+        let mut swapped = idx.clone();
+        swapped.entries.swap(10, 11);
+        match stream(&swapped.encode()) {
+            Err(StreamError::Bad(e)) => {
+                assert_eq!(e.offset, (HEADER_LEN + 2 * SEGMENT_LEN + 11 * ENTRY_LEN) as u64);
+                assert!(e.what.contains("not sorted"), "{}", e.what);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Index::decode(&swapped.encode()).is_err());
+        // A length that does not match the counts, and an empty file.
+        assert!(matches!(IndexStream::open(&bytes[..], bytes.len() as u64 + 36), Err(StreamError::Bad(_))));
+        assert!(matches!(IndexStream::open(&[][..], 0), Err(StreamError::Bad(_))));
+    }
 
     #[test]
     fn roundtrip_and_damage() {
@@ -220,6 +359,13 @@ mod tests {
             assert!(Index::decode(&b).is_err(), "bit {i} flip undetected");
         }
         assert!(Index::decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(stream(&bytes).is_ok());
+        for i in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            assert!(stream(&b).is_err(), "bit {i} flip undetected by the stream");
+        }
+        assert!(stream(&bytes[..bytes.len() - 1]).is_err());
         assert_eq!(idx.with_hex_prefix("0202").len(), 1);
         assert_eq!(idx.with_hex_prefix("0").len(), 3);
     }

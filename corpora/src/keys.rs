@@ -185,13 +185,9 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CorpusErro
 }
 
 impl KeyIndex {
-    /// An index of `entries` (unique keys), for the corpus in `corpus_dir`. Runs left there
-    /// by a writer that crashed are removed.
-    pub(crate) fn new(
-        corpus_dir: &Path,
-        spill_at: usize,
-        entries: Vec<IndexEntry>,
-    ) -> Result<KeyIndex, CorpusError> {
+    /// An empty index for the corpus in `corpus_dir`. Runs left there by a writer that
+    /// crashed are removed.
+    pub(crate) fn new(corpus_dir: &Path, spill_at: usize) -> Result<KeyIndex, CorpusError> {
         let dir = corpus_dir.join(RUNS_DIR);
         match fs::symlink_metadata(&dir) {
             Ok(m) if m.is_dir() => fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?,
@@ -199,11 +195,7 @@ impl KeyIndex {
             Err(_) => {}
         }
         let spill_at = spill_at.max(1);
-        // Unique keys, the first of equal ones kept (a rebuilt index can hold a key twice).
-        let mut entries = entries;
-        entries.sort_by_key(|e| ord(&e.key));
-        entries.dedup_by(|later, first| later.key == first.key);
-        let mut k = KeyIndex {
+        Ok(KeyIndex {
             dir,
             fresh: Fresh::default(),
             runs: Vec::new(),
@@ -211,16 +203,31 @@ impl KeyIndex {
             spill_at,
             next_run: 0,
             broken: false,
-        };
-        if entries.len() < spill_at {
-            for e in entries {
-                k.fresh.insert(e.key, Loc::of(&e));
+        })
+    }
+
+    /// Takes an existing corpus's entries, `n` of them in strictly ascending key order (its
+    /// `index.bin`, streamed), into an empty index: in memory if fewer than the spill size,
+    /// else straight into a run, so that opening a corpus of any size holds one entry at a
+    /// time. `next` ends the entries with `None` (early if it failed; the caller then
+    /// starts again from a new index).
+    pub(crate) fn adopt_sorted(
+        &mut self,
+        n: u64,
+        mut next: impl FnMut() -> Option<IndexEntry>,
+    ) -> Result<(), CorpusError> {
+        debug_assert_eq!(self.len(), 0, "adopt into an empty index");
+        if n < self.spill_at as u64 {
+            while let Some(e) = next() {
+                self.fresh.insert(e.key, Loc::of(&e));
             }
-        } else {
-            // An existing corpus's entries are its first run.
-            k.write_run(entries.into_iter())?;
+            return Ok(());
         }
-        Ok(k)
+        let r = self.write_run_from(|| Ok(next()), true);
+        if r.is_err() {
+            self.broken = true;
+        }
+        r
     }
 
     /// An empty index with nowhere to spill, left in a writer once it has written
@@ -293,7 +300,8 @@ impl KeyIndex {
             let older = self.runs.pop().expect("two runs");
             let a = older.reader().map_err(io_err("read", &older.path))?;
             let b = newer.reader().map_err(io_err("read", &newer.path))?;
-            self.write_run_from(Merge::new(vec![a, b]), false)?;
+            let mut m = Merge::new(vec![a, b]);
+            self.write_run_from(|| m.next(), false)?;
             // The merged run is last; the two it came from go.
             for r in [older, newer] {
                 fs::remove_file(&r.path).map_err(io_err("remove", &r.path))?;
@@ -303,14 +311,17 @@ impl KeyIndex {
     }
 
     fn write_run(&mut self, entries: impl Iterator<Item = IndexEntry>) -> Result<(), CorpusError> {
-        let mut m = Merge::new(Vec::new());
-        m.add_memory(entries.collect());
-        self.write_run_from(m, true)
+        let mut entries = entries;
+        self.write_run_from(|| Ok(entries.next()), true)
     }
 
-    /// Writes what `src` yields as a new run (last in the list); `new_keys` when they are not
-    /// in the filter yet (a merge's are).
-    fn write_run_from(&mut self, mut src: Merge, new_keys: bool) -> Result<(), CorpusError> {
+    /// Writes what `next` yields, in key order, as a new run (last in the list); `new_keys`
+    /// when they are not in the filter yet (a merge's are).
+    fn write_run_from(
+        &mut self,
+        mut next: impl FnMut() -> io::Result<Option<IndexEntry>>,
+        new_keys: bool,
+    ) -> Result<(), CorpusError> {
         if !self.dir.exists() {
             fs::DirBuilder::new()
                 .mode(0o700)
@@ -330,7 +341,7 @@ impl KeyIndex {
         let mut n = 0u64;
         let mut fences = Vec::new();
         let mut b = [0u8; ENTRY_LEN];
-        while let Some(e) = src.next().map_err(io_err("read", &self.dir))? {
+        while let Some(e) = next().map_err(io_err("read", &self.dir))? {
             if n.is_multiple_of(BLOCK) {
                 fences.push(ord(&e.key));
             }
@@ -490,8 +501,13 @@ mod tests {
     #[test]
     fn spilled_runs_answer_lookups_and_merge_into_one_sorted_list() {
         let tmp = tempfile::tempdir().unwrap();
-        // Three entries already in the corpus: below the spill size, they stay in memory.
-        let mut k = KeyIndex::new(tmp.path(), 3, (0..2).map(entry).collect()).unwrap();
+        // Two entries already in the corpus: below the spill size, they stay in memory.
+        let mut k = KeyIndex::new(tmp.path(), 3).unwrap();
+        let mut old: Vec<IndexEntry> = (0..2).map(entry).collect();
+        old.sort_by_key(|e| e.key);
+        let mut old = old.into_iter();
+        k.adopt_sorted(2, || old.next()).unwrap();
+        assert!(k.runs.is_empty());
         for i in 2..1000 {
             assert!(!k.contains(&key(i)).unwrap());
             k.insert(entry(i)).unwrap();
@@ -516,13 +532,37 @@ mod tests {
     }
 
     #[test]
+    fn an_existing_index_past_the_spill_size_is_adopted_as_a_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut old: Vec<IndexEntry> = (0..500).map(entry).collect();
+        old.sort_by_key(|e| e.key);
+        let mut k = KeyIndex::new(tmp.path(), 100).unwrap();
+        let mut it = old.into_iter();
+        k.adopt_sorted(500, || it.next()).unwrap();
+        assert_eq!((k.runs.len(), k.runs[0].n, k.fresh.len()), (1, 500, 0));
+        assert!((0..500).all(|i| k.contains(&key(i)).unwrap()));
+        assert!(!(500..600).any(|i| k.contains(&key(i)).unwrap()));
+        for i in 500..800 {
+            k.insert(entry(i)).unwrap();
+        }
+        let mut sorted = k.into_sorted().unwrap();
+        let mut got = Vec::new();
+        while let Some(e) = sorted.next().unwrap() {
+            got.push(e);
+        }
+        let mut want: Vec<IndexEntry> = (0..800).map(entry).collect();
+        want.sort_by_key(|e| e.key);
+        assert_eq!(got, want);
+    }
+
+    #[test]
     fn a_merge_keeps_the_first_of_equal_keys() {
         let mut older = vec![entry(1), entry(2), entry(3)];
         older.sort_by_key(|e| e.key);
         let mut newer = vec![IndexEntry { offset: 9, ..entry(2) }, entry(4)];
         newer.sort_by_key(|e| e.key);
         let tmp = tempfile::tempdir().unwrap();
-        let mut k = KeyIndex::new(tmp.path(), 1000, Vec::new()).unwrap();
+        let mut k = KeyIndex::new(tmp.path(), 1000).unwrap();
         k.write_run(older.into_iter()).unwrap();
         let run = k.runs.pop().unwrap();
         let mut m = Merge::new(vec![run.reader().unwrap()]);

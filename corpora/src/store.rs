@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use crate::case::{Case, CaseKind};
 use crate::error::{CorpusError, Problem};
 use crate::frame::{self, MAX_PAYLOAD, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentEvent, SegmentReader};
 use crate::id::CaseId;
-use crate::index::{ENTRY_LEN, Index, IndexEntry, encode_entry, encode_head};
+use crate::index::{ENTRY_LEN, Index, IndexEntry, IndexStream, StreamError, encode_entry, encode_head};
 use crate::keys::KeyIndex;
 use crate::manifest::{Counts, Manifest};
 
@@ -123,14 +123,16 @@ fn check_dir(dir: &Path) -> Result<(), CorpusError> {
 }
 
 /// Counts of what `entries` (unique keys) hold, keeping the duplicates already skipped.
-fn recount<'a>(c: &mut Counts, entries: impl Iterator<Item = &'a IndexEntry>, segments: usize) {
+/// Counts zeroed, except what only the writer knows (duplicates it skipped).
+fn zero_counts(c: &mut Counts) {
     *c = Counts { duplicates_skipped: c.duplicates_skipped, ..Counts::default() };
-    for e in entries {
-        c.records += 1;
-        c.payload_bytes += e.len as u64;
-        *c.by_kind.entry(kind_name(e.kind)).or_default() += 1;
-    }
-    c.segments = segments as u64;
+}
+
+/// One record in the counts.
+fn count_entry(c: &mut Counts, e: &IndexEntry) {
+    c.records += 1;
+    c.payload_bytes += e.len as u64;
+    *c.by_kind.entry(kind_name(e.kind)).or_default() += 1;
 }
 
 /// A corpus opened for reading. Any number of readers may read while one writer appends;
@@ -449,15 +451,36 @@ fn load_index(
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(CorpusError::io("read", &path)(e)),
     };
-    // Keep the stored index only if every segment it covers is still there, at least as long,
-    // and any new segment comes after the ones it knows.
-    let usable = stored.filter(|idx| {
-        let max_known = idx.segments.iter().map(|s| s.0).max().unwrap_or(0);
-        idx.segments.iter().all(|&(seq, covered)| segments.iter().any(|s| s.seq == seq && s.len >= covered))
-            && segments.iter().all(|s| idx.segments.iter().any(|k| k.0 == s.seq) || s.seq > max_known)
-    });
+    let usable = stored.filter(|idx| index_usable(&idx.segments, segments));
     let mut index = usable.unwrap_or_default();
-    let known: BTreeMap<u32, u64> = index.segments.iter().copied().collect();
+    let known = index.segments.clone();
+    let covered = scan_segments(segments, &known, fix_tail, problems, &mut |e| {
+        index.entries.push(e);
+        Ok(())
+    })?;
+    index.sort_dedup();
+    index.segments = covered.iter().map(|(&s, &c)| (s, c)).collect();
+    Ok((index, covered))
+}
+
+/// Whether a stored index that covers `known` (segment, length) can be kept: every segment it
+/// covers is still there, at least as long, and any new segment comes after the ones it knows.
+fn index_usable(known: &[(u32, u64)], segments: &[SegmentFile]) -> bool {
+    let max_known = known.iter().map(|s| s.0).max().unwrap_or(0);
+    known.iter().all(|&(seq, covered)| segments.iter().any(|s| s.seq == seq && s.len >= covered))
+        && segments.iter().all(|s| known.iter().any(|k| k.0 == s.seq) || s.seq > max_known)
+}
+
+/// Gives `add` every record the segments hold past what a stored index covers (`known`), in
+/// segment order; returns each segment's covered length.
+fn scan_segments(
+    segments: &[SegmentFile],
+    known: &[(u32, u64)],
+    fix_tail: bool,
+    problems: &mut Vec<Problem>,
+    add: &mut dyn FnMut(IndexEntry) -> Result<(), CorpusError>,
+) -> Result<BTreeMap<u32, u64>, CorpusError> {
+    let known: BTreeMap<u32, u64> = known.iter().copied().collect();
     let mut covered = BTreeMap::new();
     let last = segments.last().map(|s| s.seq);
     for seg in segments {
@@ -467,34 +490,107 @@ fn load_index(
             continue;
         }
         let is_last = Some(seg.seq) == last;
-        let end = scan_segment(seg, from, fix_tail && is_last, is_last, &mut index, problems)?;
+        let end = scan_segment(seg, from, fix_tail && is_last, is_last, add, problems)?;
         covered.insert(seg.seq, end);
     }
-    index.sort_dedup();
-    index.segments = covered.iter().map(|(&s, &c)| (s, c)).collect();
-    Ok((index, covered))
+    Ok(covered)
 }
 
-/// Adds a segment's records (from `from`, or all) to the index; returns the covered length.
+/// The writer's form of [`load_index`]: the same reconciliation, streamed into `keys` (the
+/// stored entries straight into a run, the records past them one at a time), so that opening
+/// a corpus of any size to append holds bounded memory. Returns each segment's covered length;
+/// `counts` are recounted on the way.
+fn load_keys(
+    dir: &Path,
+    segments: &[SegmentFile],
+    spill_at: usize,
+    counts: &mut Counts,
+    problems: &mut Vec<Problem>,
+) -> Result<(KeyIndex, BTreeMap<u32, u64>), CorpusError> {
+    let path = dir.join(INDEX_FILE);
+    let mut keys = KeyIndex::new(dir, spill_at)?;
+    zero_counts(counts);
+    let mut known = Vec::new();
+    let read_err = CorpusError::io("read", &path);
+    let file = match File::open(&path) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(read_err(e)),
+    };
+    if let Some(file) = file {
+        let len = file.metadata().map_err(CorpusError::io("read", &path))?.len();
+        let adopted = match IndexStream::open(BufReader::with_capacity(256 << 10, file), len) {
+            Ok(s) if index_usable(&s.segments, segments) => {
+                let mut s = s;
+                let segs = s.segments.clone();
+                let mut failed = None;
+                keys.adopt_sorted(s.entries, || match s.next() {
+                    Ok(e) => {
+                        if let Some(e) = &e {
+                            count_entry(counts, e);
+                        }
+                        e
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        None
+                    }
+                })?;
+                match failed {
+                    Some(e) => Err(e),
+                    None => s.finish(),
+                }
+                .map(|()| Some(segs))
+            }
+            Ok(_) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match adopted {
+            Ok(Some(segs)) => known = segs,
+            Ok(None) => {}
+            Err(StreamError::Io(e)) => return Err(CorpusError::io("read", &path)(e)),
+            Err(StreamError::Bad(e)) => {
+                problems.push(Problem::IndexCorrupt { path: path.clone(), detail: e.describe(&path) })
+            }
+        }
+        if known.is_empty() && keys.len() > 0 {
+            // Damaged part way through: start again from the segments alone.
+            keys = KeyIndex::new(dir, spill_at)?;
+            zero_counts(counts);
+        }
+    }
+    let covered = scan_segments(segments, &known, true, problems, &mut |e| {
+        // The first record of a key is the one kept, as the reader's index keeps it.
+        if !keys.contains(&e.key)? {
+            count_entry(counts, &e);
+            keys.insert(e)?;
+        }
+        Ok(())
+    })?;
+    counts.segments = covered.len() as u64;
+    Ok((keys, covered))
+}
+
+/// Gives `add` a segment's records (from `from`, or all); returns the covered length.
 fn scan_segment(
     seg: &SegmentFile,
     from: Option<u64>,
     fix_tail: bool,
     is_last: bool,
-    index: &mut Index,
+    add: &mut dyn FnMut(IndexEntry) -> Result<(), CorpusError>,
     problems: &mut Vec<Problem>,
 ) -> Result<u64, CorpusError> {
     let mut reader = SegmentReader::open(&seg.path, from).map_err(CorpusError::io("open", &seg.path))?;
     let mut end = reader.len();
     while let Some(ev) = reader.advance() {
         match ev.map_err(CorpusError::io("read", &seg.path))? {
-            SegmentEvent::Record { offset, kind, key } => index.entries.push(IndexEntry {
+            SegmentEvent::Record { offset, kind, key } => add(IndexEntry {
                 key,
                 segment: seg.seq,
                 offset,
                 len: (reader.position() - offset - RECORD_HEADER_LEN as u64) as u32,
                 kind,
-            }),
+            })?,
             SegmentEvent::Tail { offset, bytes } if fix_tail => {
                 let f = OpenOptions::new()
                     .write(true)
@@ -774,10 +870,8 @@ impl CorpusWriter {
         let manifest = Manifest::load(&dir.join(MANIFEST_FILE))?;
         let segments = list_segments(dir)?;
         let mut problems = Vec::new();
-        let (index, lens) = load_index(dir, &segments, true, &mut problems)?;
         let mut manifest = manifest;
-        recount(&mut manifest.counts, index.entries.iter(), lens.len());
-        let keys = KeyIndex::new(dir, opts.index_spill, index.entries)?;
+        let (keys, lens) = load_keys(dir, &segments, opts.index_spill, &mut manifest.counts, &mut problems)?;
         let mut w = CorpusWriter {
             dir: dir.to_path_buf(),
             manifest,
@@ -1015,39 +1109,9 @@ impl CorpusWriter {
             let r = seg.out.flush().and_then(|()| seg.out.get_ref().sync_all());
             r.map_err(CorpusError::io("sync", &seg.path))?;
         }
-        // Streamed from the writer's runs and memory in key order: the index never needs to
-        // fit in memory at once.
         let keys = std::mem::replace(&mut self.keys, KeyIndex::closed());
         let segments: Vec<(u32, u64)> = self.lens.iter().map(|(&s, &l)| (s, l)).collect();
-        let mut sorted = keys.into_sorted()?;
-        let path = self.dir.join(INDEX_FILE);
-        let tmp = path.with_extension("tmp");
-        let _ = fs::remove_file(&tmp);
-        let file = create_private(&tmp)?;
-        let mut w = BufWriter::with_capacity(256 << 10, &file);
-        let head = encode_head(&segments, sorted.n);
-        let mut crc = crc32c::crc32c(&head);
-        w.write_all(&head).map_err(CorpusError::io("write", &tmp))?;
-        let c = &mut self.manifest.counts;
-        *c = Counts { duplicates_skipped: c.duplicates_skipped, ..Counts::default() };
-        let mut b = [0u8; ENTRY_LEN];
-        while let Some(e) = sorted.next()? {
-            encode_entry(&e, &mut b);
-            crc = crc32c::crc32c_append(crc, &b);
-            w.write_all(&b).map_err(CorpusError::io("write", &tmp))?;
-            c.records += 1;
-            c.payload_bytes += e.len as u64;
-            *c.by_kind.entry(kind_name(e.kind)).or_default() += 1;
-        }
-        c.segments = segments.len() as u64;
-        debug_assert_eq!(c.records, sorted.n, "keys are unique");
-        w.write_all(&crc.to_le_bytes()).map_err(CorpusError::io("write", &tmp))?;
-        w.flush().map_err(CorpusError::io("write", &tmp))?;
-        drop(w);
-        file.sync_all().map_err(CorpusError::io("sync", &tmp))?;
-        fs::rename(&tmp, &path).map_err(CorpusError::io("rename into place", &path))?;
-        sync_dir(&self.dir)?;
-        sorted.remove_runs()?;
+        write_index(&self.dir, &segments, keys, &mut self.manifest.counts)?;
         self.manifest.tool_version = env!("CARGO_PKG_VERSION").into();
         write_atomic(&self.dir.join(MANIFEST_FILE), &manifest_bytes(&self.manifest))
     }
@@ -1084,16 +1148,17 @@ impl CorpusWriter {
         let first_new = old.last().map_or(1, |s| s.seq + 1);
         let mut seq = first_new;
         let mut out: Option<(PathBuf, BufWriter<File>, u64)> = None;
-        let mut index = Index::default();
-        let mut seen = HashSet::new();
+        // Keys and index entries in bounded memory, spilled under the compaction's folder.
+        let mut keys = KeyIndex::new(&tmp, self.opts.index_spill)?;
+        let mut new_segments: Vec<(u32, u64)> = Vec::new();
         let mut records = Records::new(old.clone());
         let close_seg = |o: Option<(PathBuf, BufWriter<File>, u64)>,
-                         index: &mut Index,
+                         segs: &mut Vec<(u32, u64)>,
                          seq: u32|
          -> Result<(), CorpusError> {
             if let Some((path, mut w, len)) = o {
                 w.flush().and_then(|()| w.get_ref().sync_all()).map_err(CorpusError::io("sync", &path))?;
-                index.segments.push((seq, len));
+                segs.push((seq, len));
             }
             Ok(())
         };
@@ -1104,14 +1169,14 @@ impl CorpusWriter {
                 }
                 continue;
             };
-            if !seen.insert(key) {
+            if keys.contains(&key)? {
                 stats.duplicates_dropped += 1;
                 continue;
             }
             let total = (RECORD_HEADER_LEN + payload.len()) as u64;
             if out.as_ref().is_some_and(|o| o.2 > SEGMENT_HEADER_LEN && o.2 + total > self.opts.segment_bytes)
             {
-                close_seg(out.take(), &mut index, seq)?;
+                close_seg(out.take(), &mut new_segments, seq)?;
                 seq += 1;
             }
             if out.is_none() {
@@ -1125,26 +1190,18 @@ impl CorpusWriter {
             w.write_all(&header)
                 .and_then(|()| w.write_all(payload))
                 .map_err(CorpusError::io("write", path.as_path()))?;
-            index.entries.push(IndexEntry {
-                key,
-                segment: seq,
-                offset: *len,
-                len: payload.len() as u32,
-                kind,
-            });
+            keys.insert(IndexEntry { key, segment: seq, offset: *len, len: payload.len() as u32, kind })?;
             *len += total;
             stats.records += 1;
             if stats.records.is_multiple_of(1024) {
                 progress(records.bytes_read());
             }
         }
-        close_seg(out.take(), &mut index, seq)?;
-        index.sort_dedup();
-        stats.segments_after = index.segments.len() as u64;
-        stats.bytes_after = index.segments.iter().map(|s| s.1).sum();
-        write_atomic(&tmp.join(INDEX_FILE), &index.encode())?;
-        self.lens = index.segments.iter().copied().collect();
-        recount(&mut self.manifest.counts, index.entries.iter(), self.lens.len());
+        close_seg(out.take(), &mut new_segments, seq)?;
+        stats.segments_after = new_segments.len() as u64;
+        stats.bytes_after = new_segments.iter().map(|s| s.1).sum();
+        write_index(&tmp, &new_segments, keys, &mut self.manifest.counts)?;
+        self.lens = new_segments.iter().copied().collect();
         write_atomic(&tmp.join(MANIFEST_FILE), &manifest_bytes(&self.manifest))?;
         sync_dir(&tmp)?;
         write_atomic(&tmp.join(COMMIT_FILE), first_new.to_string().as_bytes())?;
@@ -1183,6 +1240,43 @@ pub struct CompactStats {
 }
 
 /// Finishes (or throws away) a compaction left by a crash. Idempotent; needs the lock.
+/// Writes `dir/index.bin` (atomically) from `keys`, streamed from its runs and memory in key
+/// order so that the index never needs to fit in memory at once, then removes the runs;
+/// `counts` are recounted from what it writes.
+fn write_index(
+    dir: &Path,
+    segments: &[(u32, u64)],
+    keys: KeyIndex,
+    counts: &mut Counts,
+) -> Result<(), CorpusError> {
+    let mut sorted = keys.into_sorted()?;
+    let path = dir.join(INDEX_FILE);
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let file = create_private(&tmp)?;
+    let mut w = BufWriter::with_capacity(256 << 10, &file);
+    let head = encode_head(segments, sorted.n);
+    let mut crc = crc32c::crc32c(&head);
+    w.write_all(&head).map_err(CorpusError::io("write", &tmp))?;
+    zero_counts(counts);
+    let mut b = [0u8; ENTRY_LEN];
+    while let Some(e) = sorted.next()? {
+        encode_entry(&e, &mut b);
+        crc = crc32c::crc32c_append(crc, &b);
+        w.write_all(&b).map_err(CorpusError::io("write", &tmp))?;
+        count_entry(counts, &e);
+    }
+    counts.segments = segments.len() as u64;
+    debug_assert_eq!(counts.records, sorted.n, "keys are unique");
+    w.write_all(&crc.to_le_bytes()).map_err(CorpusError::io("write", &tmp))?;
+    w.flush().map_err(CorpusError::io("write", &tmp))?;
+    drop(w);
+    file.sync_all().map_err(CorpusError::io("sync", &tmp))?;
+    fs::rename(&tmp, &path).map_err(CorpusError::io("rename into place", &path))?;
+    sync_dir(dir)?;
+    sorted.remove_runs()
+}
+
 fn finish_compaction(dir: &Path) -> Result<(), CorpusError> {
     let tmp = dir.join(COMPACT_DIR);
     if !tmp.exists() {

@@ -838,3 +838,92 @@ fn a_failed_index_spill_stops_the_writer_and_loses_nothing() {
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(read, cases[..=failed_at].to_vec());
 }
+
+/// The sizes of the run files a writer holds open, if any.
+fn run_sizes(dir: &Path) -> Vec<u64> {
+    match fs::read_dir(dir.join("index-runs.tmp")) {
+        Ok(rd) => rd.map(|e| e.unwrap().metadata().unwrap().len()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Session 9: opening a corpus to append read all of `index.bin` into memory and held every
+/// entry (appending ten packets to a 3,000,000-case corpus peaked at 234 MiB). The stored
+/// index is now streamed straight into a run and the records past it are added one at a
+/// time; a damaged index (bad checksum, or entries out of order under a good one) is named
+/// and rebuilt the same way.
+#[test]
+fn opening_a_corpus_to_append_streams_its_index_and_rebuilds_a_damaged_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let small = WriterOptions { index_spill: 16, ..opts() };
+    let cases: Vec<Case> = (0..240).map(|i| message(i, 10)).collect();
+    write_corpus(&dir, &cases[..200], small.clone());
+    // Twenty more, and then the index of the first 200 put back: a stale index, as a crash
+    // after the last sync leaves it.
+    let index_of_200 = fs::read(dir.join("index.bin")).unwrap();
+    let mut w = CorpusWriter::open(&dir, small.clone()).unwrap();
+    for c in &cases[200..220] {
+        assert_eq!(w.append(c).unwrap(), Appended::New);
+    }
+    w.close().unwrap();
+    fs::write(dir.join("index.bin"), index_of_200).unwrap();
+    assert_eq!(Corpus::open(&dir).unwrap().index_status(), IndexStatus::Stale);
+
+    let check = |w: &CorpusWriter| {
+        assert_eq!(w.len(), 220);
+        assert!(cases[..220].iter().all(|c| w.contains(&c.id())));
+        assert!(!cases[220..].iter().any(|c| w.contains(&c.id())));
+    };
+    let w = CorpusWriter::open(&dir, small.clone()).unwrap();
+    assert!(w.problems().is_empty(), "{:?}", w.problems());
+    // The stored 200 went to disk as one run (36 bytes an entry), not into memory.
+    assert!(run_sizes(&dir).contains(&(200 * 36)), "{:?}", run_sizes(&dir));
+    check(&w);
+    let m = w.close().unwrap();
+    assert_eq!((m.counts.records, m.counts.by_kind["message"]), (220, 220));
+
+    // A damaged entry (the checksum catches it) and, separately, two entries swapped under a
+    // good checksum: each is named, and the index rebuilt from the segments.
+    let good = fs::read(dir.join("index.bin")).unwrap();
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x40;
+    let mut swapped = corpora::index::Index::decode(&good).unwrap();
+    swapped.entries.swap(100, 101);
+    for (what, bytes) in [("checksum mismatch", flipped), ("not sorted", swapped.encode())] {
+        fs::write(dir.join("index.bin"), bytes).unwrap();
+        let w = CorpusWriter::open(&dir, small.clone()).unwrap();
+        match w.problems() {
+            [Problem::IndexCorrupt { path, detail }] => {
+                assert!(path.ends_with("index.bin") && detail.contains(what), "{detail}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+        check(&w);
+        assert_eq!(w.close().unwrap().counts.records, 220);
+        assert_eq!(Corpus::open(&dir).unwrap().index_status(), IndexStatus::Fresh);
+    }
+
+    // A second segment that repeats the first's records (as a copy made by hand would):
+    // appending keeps the first of each, and compaction, its keys spilled too, drops the rest.
+    let seg1 = fs::read(only_segment(&dir)).unwrap();
+    let mut seg2 = corpora::frame::segment_header(2).to_vec();
+    seg2.extend_from_slice(&seg1[SEGMENT_HEADER_LEN as usize..]);
+    fs::write(dir.join("segments/00000002.seg"), seg2).unwrap();
+    let mut w = CorpusWriter::open(&dir, small.clone()).unwrap();
+    check(&w);
+    for c in &cases[220..] {
+        assert_eq!(w.append(c).unwrap(), Appended::New);
+    }
+    let stats = w.compact().unwrap();
+    assert_eq!((stats.records, stats.duplicates_dropped), (240, 220));
+    assert!(stats.problems.is_empty(), "{:?}", stats.problems);
+    assert!(!dir.join("compact.tmp").exists());
+    let corpus = Corpus::open(&dir).unwrap();
+    assert_eq!(corpus.index_status(), IndexStatus::Fresh);
+    assert_eq!(corpus.manifest().counts.records, 240);
+    let (read, problems) = read_all(&dir);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(read, cases);
+}

@@ -7,8 +7,10 @@
 //! a run by binary search. At close the runs and the map are merged, in key order, straight
 //! into `index.bin`.
 //!
-//! Memory per record: about 1.25 to 2.5 bytes of filter once spilled, against about 120 bytes
-//! when every entry and key stayed in memory (a million packet cases: 160 MiB peak).
+//! Memory per record: about 1.25 to 2.5 bytes of filter once spilled, until the filter reaches
+//! 8 MiB (6.7 million keys) and stops growing, against about 120 bytes when every entry and key
+//! stayed in memory (a million packet cases: 160 MiB peak). The rest is fixed: the table of
+//! unspilled entries (2.6 MiB at the default spill size) and one fence per 256 spilled entries.
 //!
 //! [`WriterOptions::index_spill`]: crate::WriterOptions::index_spill
 
@@ -135,6 +137,10 @@ struct Bloom {
 }
 
 const BLOOM_BITS_PER_KEY: u64 = 10;
+/// The filter grows to at most 8 MiB (6.7 million keys at 10 bits each). Past that it stops
+/// growing and answers "maybe" more often (a run lookup each, from the page cache): past 13
+/// million records the writer's memory stops growing, and lookups slow down gradually.
+const BLOOM_MAX_KEYS: u64 = (8 << 20) * 8 / BLOOM_BITS_PER_KEY;
 const BLOOM_PROBES: u64 = 7;
 
 impl Bloom {
@@ -173,6 +179,8 @@ pub(crate) struct KeyIndex {
     runs: Vec<Run>,
     filter: Bloom,
     spill_at: usize,
+    /// Keys the filter is sized for at most ([`BLOOM_MAX_KEYS`]; smaller in tests).
+    bloom_max: u64,
     next_run: u64,
     /// A spill or merge failed part way: entries may be missing, so `index.bin` must not be
     /// written from this (the next writer rebuilds it from the segments).
@@ -195,12 +203,16 @@ impl KeyIndex {
             Err(_) => {}
         }
         let spill_at = spill_at.max(1);
+        // Allocated once at the size it fills to (growing by doubling would hold the old
+        // table and the new one at once); a larger spill size than a million entries grows.
+        let fresh = Fresh::with_capacity_and_hasher(spill_at.min(1 << 20), Default::default());
         Ok(KeyIndex {
             dir,
-            fresh: Fresh::default(),
+            fresh,
             runs: Vec::new(),
             filter: Bloom::new(spill_at as u64),
             spill_at,
+            bloom_max: BLOOM_MAX_KEYS,
             next_run: 0,
             broken: false,
         })
@@ -239,6 +251,7 @@ impl KeyIndex {
             runs: Vec::new(),
             filter: Bloom::new(1),
             spill_at: usize::MAX,
+            bloom_max: BLOOM_MAX_KEYS,
             next_run: 0,
             broken: false,
         }
@@ -356,10 +369,12 @@ impl KeyIndex {
         drop(w);
         self.runs.push(Run { path, file, n, fences });
         let spilled: u64 = self.runs.iter().map(|r| r.n).sum();
-        if spilled > self.filter.capacity {
-            // Rebuilt from every run, sized for twice what there is now: each key is read
-            // again about as many times as the filter doubles.
-            self.filter = Bloom::new(spilled * 2);
+        if spilled > self.filter.capacity && self.filter.capacity < self.bloom_max {
+            // Rebuilt from every run, sized for twice what there is now (up to the most it may
+            // take): each key is read again about as many times as the filter doubles. The old
+            // one goes first, so the two are never held at once.
+            self.filter.bits = Vec::new();
+            self.filter = Bloom::new((spilled * 2).min(self.bloom_max));
             for r in &self.runs {
                 let mut rd = r.reader().map_err(io_err("read", &r.path))?;
                 while let Some(e) = rd.next().map_err(io_err("read", &r.path))? {
@@ -553,6 +568,20 @@ mod tests {
         let mut want: Vec<IndexEntry> = (0..800).map(entry).collect();
         want.sort_by_key(|e| e.key);
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_filter_stops_growing_at_its_bound_and_lookups_stay_right() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut k = KeyIndex::new(tmp.path(), 50).unwrap();
+        k.bloom_max = 400;
+        for i in 0..3000 {
+            k.insert(entry(i)).unwrap();
+        }
+        assert_eq!(k.filter.capacity, 400);
+        assert_eq!(k.filter.bits.len(), (400 * BLOOM_BITS_PER_KEY).div_ceil(64) as usize);
+        assert!((0..3000).all(|i| k.contains(&key(i)).unwrap()));
+        assert!(!(3000..3500).any(|i| k.contains(&key(i)).unwrap()));
     }
 
     #[test]

@@ -656,7 +656,9 @@ pub struct WriterOptions {
     pub sync_interval: Option<Duration>,
     /// Index entries kept in memory before they are spilled, sorted, to a run file beside the
     /// segments (merged into `index.bin` at close): what bounds the writer's memory whatever the
-    /// number of records (see `keys.rs`).
+    /// number of records (see `keys.rs`). The default, 57,344, is 7/8 of 65,536: the most a
+    /// hash table of 65,536 slots holds (2.6 MiB), so the table is allocated once at that size
+    /// and never doubles.
     pub index_spill: usize,
 }
 
@@ -665,7 +667,7 @@ impl Default for WriterOptions {
         WriterOptions {
             segment_bytes: 64 << 20,
             sync_interval: Some(Duration::from_secs(1)),
-            index_spill: 1 << 16,
+            index_spill: 57_344,
         }
     }
 }

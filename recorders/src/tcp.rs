@@ -106,11 +106,11 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             per_flow: 4 << 20,
-            global: 32 << 20,
+            global: 16 << 20,
             idle_ns: 120_000_000_000,
             recent: 4 << 10,
             recent_total: 16 << 20,
-            max_flows: 16 << 10,
+            max_flows: 8 << 10,
         }
     }
 }

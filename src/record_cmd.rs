@@ -134,15 +134,19 @@ fn parse_keep(s: &str) -> Result<Keep, String> {
     Ok(keep)
 }
 
+/// A capture as read: moves the progress bar and counts the bytes (a pipe has no length to
+/// take them from beforehand).
 struct Counting<R> {
     inner: R,
     bar: indicatif::ProgressBar,
+    read: std::rc::Rc<std::cell::Cell<u64>>,
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.bar.inc(n as u64);
+        self.read.set(self.read.get() + n as u64);
         Ok(n)
     }
 }
@@ -354,7 +358,8 @@ fn pcap(
     let writer = CorpusWriter::open_or_create(out, WriterOptions::default())?;
     writer.problems().iter().for_each(|p| ui.problem(p));
     let mut recorder = Recorder::redacting(writer, Options { keep, ..Options::default() }, redactor);
-    let mut input_bytes = 0u64;
+    // Bytes read from the inputs as given (compressed ones compressed), stdin included.
+    let input_bytes = std::rc::Rc::new(std::cell::Cell::new(0u64));
     for path in captures {
         let (src, total, name): (Box<dyn Read>, u64, String) = if path.as_os_str() == "-" {
             (Box::new(io::stdin().lock()), 0, "<stdin>".to_string())
@@ -363,9 +368,9 @@ fn pcap(
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
             (Box::new(f), len, path.display().to_string())
         };
-        input_bytes += total;
         let bar = ui.bytes_bar(total, "recording");
-        let counted: Box<dyn Read> = Box::new(Counting { inner: src, bar: bar.clone() });
+        let counted: Box<dyn Read> =
+            Box::new(Counting { inner: src, bar: bar.clone(), read: input_bytes.clone() });
         recorder.read(counted, &name)?;
         bar.finish_and_clear();
     }
@@ -377,7 +382,7 @@ fn pcap(
             captures.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
         );
     }
-    finish(writer, stats, None, out, input_bytes, started, ui)
+    finish(writer, stats, None, out, input_bytes.get(), started, ui)
 }
 
 fn live(

@@ -335,6 +335,9 @@ fn record_pcap_from_stdin_and_a_damaged_file() {
     assert_eq!(res.status.code(), Some(exit_codes::OK), "{}", text(&res.stderr));
     let summary = text(&res.stdout);
     assert!(summary.contains("exchanges") && summary.contains("packets"), "{summary}");
+    // The bytes that came through the pipe (6,335: 6.2 KiB), not 0 for want of a file length.
+    assert_eq!(capture.len(), 6335);
+    assert!(summary.lines().next().unwrap().contains("(6.2 KiB, "), "{summary}");
     let ls = text(&replay(&["corpus", "ls", "-c", s(&out), "--kind", "http"]).stdout);
     assert!(ls.contains("GET /download/CHANGES.bro-aux.txt -> 200"), "{ls}");
 

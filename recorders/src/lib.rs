@@ -17,3 +17,4 @@ pub mod pcap;
 pub mod proxy;
 pub mod redact;
 pub mod tcp;
+mod upstream;

@@ -37,14 +37,13 @@ use corpora::{
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Serialize;
 
 use crate::mailbox::{Mailbox, Taken};
 use crate::redact::Redactor;
+use crate::upstream::UpstreamPool;
 
 /// The header a client sends the proxy's auth token in (`Proxy-Authorization: Bearer TOKEN`
 /// works too). Never forwarded, never recorded.
@@ -243,13 +242,23 @@ impl Upstream {
         format!("{}://{}{}", if self.https { "https" } else { "http" }, self.authority, self.base)
     }
 
-    fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
-        let scheme = if self.https { "https" } else { "http" };
+    /// `scheme://authority`, what the proxy connects to.
+    fn origin(&self) -> Uri {
         Uri::builder()
-            .scheme(scheme)
+            .scheme(if self.https { "https" } else { "http" })
             .authority(self.authority.clone())
-            .path_and_query(format!("{}{}", self.base, path_and_query))
+            .path_and_query("/")
             .build()
+            .expect("a scheme and an authority parsed before make a URI")
+    }
+
+    /// The origin-form target sent upstream: the base path, then the client's path and query.
+    fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+        if self.base.is_empty() {
+            Ok(Uri::try_from(path_and_query)?)
+        } else {
+            Ok(Uri::try_from(format!("{}{}", self.base, path_and_query))?)
+        }
     }
 }
 
@@ -308,12 +317,11 @@ fn tls_config(extra: &[PathBuf]) -> Result<rustls::ClientConfig, ProxyError> {
 }
 
 type ProxyBody = Either<Tee<Incoming>, Full<Bytes>>;
-type UpstreamClient = Client<HttpsConnector<HttpConnector>, Tee<Incoming>>;
 
 struct Shared {
     upstream: Upstream,
     upstream_url: String,
-    client: UpstreamClient,
+    client: UpstreamPool<Tee<Incoming>>,
     token: Option<String>,
     listen: SocketAddr,
     max_body: usize,
@@ -501,11 +509,7 @@ fn worker(
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(http);
-        let client: UpstreamClient = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let client = UpstreamPool::new(connector, ctx.upstream.origin());
         let shared = Arc::new(Shared {
             upstream: ctx.upstream,
             upstream_url: ctx.upstream_url,
@@ -562,23 +566,35 @@ fn text(status: StatusCode, why: &str, message: String) -> Response<ProxyBody> {
     r
 }
 
-/// Hop-by-hop headers (RFC 9110 section 7.6.1) and the proxy's own, which are neither forwarded
-/// nor (for the token) recorded.
-fn hop_by_hop(name: &HeaderName, connection_listed: &[String]) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | TOKEN_HEADER
-    ) || connection_listed.iter().any(|c| c == name.as_str())
+/// Removes the hop-by-hop headers (RFC 9110 section 7.6.1), those the `Connection` header
+/// lists, `Host` (the next hop's is set by the upstream client) and the proxy's own token,
+/// which are neither forwarded nor (for the token) recorded. `keep_te_trailers` keeps
+/// `TE: trailers`.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
+    use http::header::{
+        CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    };
+    // Before the `Connection` list, which names `TE` when a client sends it.
+    let te_trailers = keep_te_trailers
+        && headers.get_all(TE).iter().any(|v| {
+            v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+        });
+    headers.remove(TE);
+    if headers.contains_key(CONNECTION) {
+        for listed in connection_listed(headers) {
+            headers.remove(listed.as_str());
+        }
+        headers.remove(CONNECTION);
+    }
+    for name in [PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TRAILER, TRANSFER_ENCODING, UPGRADE, HOST] {
+        headers.remove(name);
+    }
+    for name in ["keep-alive", "proxy-connection", TOKEN_HEADER] {
+        headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
 }
 
 fn connection_listed(headers: &HeaderMap) -> Vec<String> {
@@ -680,9 +696,8 @@ async fn handle(
         }
     }
     bump(&sh.counters.requests);
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let listed = connection_listed(&parts.headers);
     let request = HttpRequest {
         method: parts.method.as_str().to_string(),
         target: path_and_query.clone(),
@@ -719,29 +734,15 @@ async fn handle(
             ));
         }
     };
-    let mut up = Request::builder().method(parts.method).uri(uri);
-    if let Some(h) = up.headers_mut() {
-        for (n, v) in &parts.headers {
-            if !hop_by_hop(n, &listed)
-                || (n == http::header::TE && v.as_bytes().eq_ignore_ascii_case(b"trailers"))
-            {
-                h.append(n, v.clone());
-            }
-        }
-    }
-    let tee = Tee::new(body, capture.clone(), Side::Request);
-    let up = match up.body(tee) {
-        Ok(r) => r,
-        Err(e) => {
-            bump(&sh.counters.upstream_errors);
-            capture.lock().unwrap().upstream_error = Some(e.to_string());
-            return Ok(text(StatusCode::BAD_REQUEST, "bad-request", format!("replay proxy: {e}")));
-        }
-    };
-    match sh.client.request(up).await {
+    // The client's request goes on with its own head, less what is hop by hop ("TE: trailers"
+    // excepted: it says the client takes trailers, which the upstream should know).
+    parts.uri = uri;
+    parts.extensions = http::Extensions::new();
+    strip_hop_by_hop(&mut parts.headers, true);
+    let up = Request::from_parts(parts, Tee::new(body, capture.clone(), Side::Request));
+    match sh.client.send(up).await {
         Ok(resp) => {
-            let (parts, body) = resp.into_parts();
-            let listed = connection_listed(&parts.headers);
+            let (mut parts, body) = resp.into_parts();
             {
                 let mut c = capture.lock().unwrap();
                 c.response = Some(HttpResponse {
@@ -754,14 +755,10 @@ async fn handle(
                     ..HttpResponse::default()
                 });
             }
-            let mut out = Response::new(Either::Left(Tee::new(body, capture, Side::Response)));
-            *out.status_mut() = parts.status;
-            for (n, v) in &parts.headers {
-                if !hop_by_hop(n, &listed) {
-                    out.headers_mut().append(n, v.clone());
-                }
-            }
-            Ok(out)
+            // The upstream's head goes back to the client, less what is hop by hop.
+            parts.extensions = http::Extensions::new();
+            strip_hop_by_hop(&mut parts.headers, false);
+            Ok(Response::from_parts(parts, Either::Left(Tee::new(body, capture, Side::Response))))
         }
         Err(e) => {
             let mut why = e.to_string();
@@ -1098,4 +1095,58 @@ fn write_loop(
         }
     }
     writer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<String> {
+        let mut v: Vec<String> = h.iter().map(|(n, v)| format!("{n}: {}", v.to_str().unwrap())).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_lists_are_stripped_and_te_trailers_survives() {
+        let request = || {
+            map(&[
+                ("host", "proxy.local"),
+                ("connection", "keep-alive, TE, X-Hop"),
+                ("keep-alive", "timeout=5"),
+                ("te", "trailers"),
+                ("x-hop", "1"),
+                ("proxy-connection", "keep-alive"),
+                ("proxy-authorization", "Bearer t"),
+                (TOKEN_HEADER, "t"),
+                ("transfer-encoding", "chunked"),
+                ("upgrade", "h2c"),
+                ("trailer", "x-sum"),
+                ("authorization", "Bearer sk-kept"),
+                ("accept", "a"),
+                ("accept", "b"),
+            ])
+        };
+        let mut h = request();
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(names(&h), ["accept: a", "accept: b", "authorization: Bearer sk-kept", "te: trailers"]);
+        let mut h = request();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["accept: a", "accept: b", "authorization: Bearer sk-kept"]);
+        // `TE` with other codings: only `trailers` goes on.
+        let mut h = map(&[("te", "gzip;q=0.5, trailers"), ("content-type", "x")]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(names(&h), ["content-type: x", "te: trailers"]);
+        let mut h = map(&[("te", "gzip"), ("connection", "close")]);
+        strip_hop_by_hop(&mut h, true);
+        assert!(h.is_empty(), "{h:?}");
+    }
 }

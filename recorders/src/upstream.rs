@@ -79,9 +79,16 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     pub(crate) fn new(connector: HttpsConnector<HttpConnector>, origin: Uri) -> UpstreamPool<B> {
+        // As a client names a host: no user info, and the port only when it is not the
+        // scheme's own.
+        let default_port = if origin.scheme_str() == Some("https") { 443 } else { 80 };
         let host = origin
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .host()
+            .map(|h| match origin.port_u16() {
+                Some(p) if p != default_port => format!("{h}:{p}"),
+                _ => h.to_string(),
+            })
+            .and_then(|h| HeaderValue::from_str(&h).ok())
             .unwrap_or(HeaderValue::from_static("localhost"));
         UpstreamPool { connector, origin, host, conns: Mutex::new(Conns { h1: Vec::new(), h2: None }) }
     }
@@ -135,7 +142,9 @@ where
         }
         c.h2 = None;
         let now = Instant::now();
-        c.h1.retain(|k| !k.sender.is_closed() && (!k.sender.is_ready() || now - k.used < IDLE));
+        c.h1.retain(|k| {
+            !k.sender.is_closed() && (!k.sender.is_ready() || now.saturating_duration_since(k.used) < IDLE)
+        });
         let Some(k) = c.h1.iter_mut().rev().find(|k| k.sender.is_ready()) else { return OnKept::Unsent(req) };
         k.used = now;
         self.origin_form(&mut req);
@@ -260,6 +269,16 @@ mod tests {
         let resp = pool.send(req).await?;
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         Ok(String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn the_host_header_names_the_port_only_when_it_is_not_the_schemes() {
+        let host = |u: &str| pool(u.parse().unwrap()).host.to_str().unwrap().to_string();
+        assert_eq!(host("http://127.0.0.1:8080/"), "127.0.0.1:8080");
+        assert_eq!(host("http://api.example.com:80/"), "api.example.com");
+        assert_eq!(host("https://api.example.com:443/"), "api.example.com");
+        assert_eq!(host("https://user:pw@api.example.com:8443/"), "api.example.com:8443");
+        assert_eq!(host("http://[::1]:9000/"), "[::1]:9000");
     }
 
     #[tokio::test(flavor = "current_thread")]

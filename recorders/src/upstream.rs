@@ -306,24 +306,19 @@ mod tests {
         }
     }
 
+    /// `n` requests in flight at once on this one thread, polled together.
     async fn futures_join(
         pool: &UpstreamPool<Full<bytes::Bytes>>,
         n: usize,
     ) -> Vec<Result<String, UpstreamError>> {
-        let mut set = Vec::new();
-        for _ in 0..n {
-            set.push(get(pool, "/c"));
-        }
-        let mut out = Vec::new();
-        // All in flight at once on this one thread: polled together, not one after another.
-        let mut pinned: Vec<_> = set.into_iter().map(Box::pin).collect();
+        let mut pending: Vec<_> = (0..n).map(|_| Box::pin(get(pool, "/c"))).collect();
         let mut done: Vec<Option<Result<String, UpstreamError>>> = (0..n).map(|_| None).collect();
         std::future::poll_fn(|cx| {
-            for (i, f) in pinned.iter_mut().enumerate() {
-                if done[i].is_none()
+            for (f, d) in pending.iter_mut().zip(done.iter_mut()) {
+                if d.is_none()
                     && let std::task::Poll::Ready(r) = f.as_mut().poll(cx)
                 {
-                    done[i] = Some(r);
+                    *d = Some(r);
                 }
             }
             if done.iter().all(Option::is_some) {
@@ -333,8 +328,7 @@ mod tests {
             }
         })
         .await;
-        out.extend(done.into_iter().map(Option::unwrap));
-        out
+        done.into_iter().map(Option::unwrap).collect()
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -342,12 +342,12 @@ pub(crate) fn find_case(corpus: &corpora::Corpus, id: &str, ui: &Ui) -> anyhow::
     if prefix.len() < 4 || prefix.len() > 32 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
         bail!("invalid case id {id:?}: expected 4 to 32 hex digits");
     }
-    let (index, problems) = corpus.index()?;
+    // Only the matches are held, whatever the corpus's size.
+    let (matches, problems) = corpus.entries_with_hex_prefix(&prefix)?;
     problems.iter().for_each(|p| ui.problem(p));
-    let matches = index.with_hex_prefix(&prefix);
     let entry = match matches.as_slice() {
         [] => bail!("no case with id {prefix}... in {}", dir.display()),
-        [one] => *one,
+        [one] => one,
         many => {
             let ids: Vec<String> = many.iter().take(5).map(|e| CaseId(e.key).to_hex()).collect();
             bail!(

@@ -53,13 +53,6 @@ impl Index {
         self.entries.binary_search_by(|e| e.key.cmp(key)).ok().map(|i| &self.entries[i])
     }
 
-    /// Entries whose key's hex form starts with `prefix` (lowercase hex digits).
-    pub fn with_hex_prefix(&self, prefix: &str) -> Vec<&IndexEntry> {
-        // Keys are sorted bytewise, which is also the order of their hex forms.
-        let start = self.entries.partition_point(|e| hex::encode(e.key).as_str() < prefix);
-        self.entries[start..].iter().take_while(|e| hex::encode(e.key).starts_with(prefix)).collect()
-    }
-
     /// The bytes of the index file.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = encode_head(&self.segments, self.entries.len() as u64);
@@ -327,8 +320,6 @@ mod tests {
             assert!(Index::decode(&b).is_err(), "bit {i} flip undetected");
         }
         assert!(Index::decode(&bytes[..bytes.len() - 1]).is_err());
-        assert_eq!(idx.with_hex_prefix("0202").len(), 1);
-        assert_eq!(idx.with_hex_prefix("0").len(), 3);
     }
 
     /// The pieces the writer streams `index.bin` from make the same bytes as the layout

@@ -233,10 +233,68 @@ impl Corpus {
         }
     }
 
-    /// Fetches one case by id through the index.
+    /// The index entries whose key's hex form starts with `prefix` (hex digits), sorted by key,
+    /// one per key (the first written, as in [`Corpus::index`]), with the problems found on the
+    /// way. Unlike [`Corpus::index`] this holds only the matches: `index.bin` is streamed (with
+    /// the same checks, its checksum at the end) and the records the segments hold past what it
+    /// covers are scanned one at a time. A damaged `index.bin` is reported and the segments are
+    /// scanned whole instead, so what it gave before the damage showed is never used.
+    pub fn entries_with_hex_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<(Vec<IndexEntry>, Vec<Problem>), CorpusError> {
+        let mut problems = Vec::new();
+        let mut found = Vec::new();
+        let path = self.dir.join(INDEX_FILE);
+        let file = match File::open(&path) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(CorpusError::io("read", &path)(e)),
+        };
+        let mut known = Vec::new();
+        if let Some(file) = file {
+            let len = file.metadata().map_err(CorpusError::io("read", &path))?.len();
+            let streamed = || -> Result<Option<Vec<(u32, u64)>>, StreamError> {
+                let mut s = IndexStream::open(BufReader::with_capacity(256 << 10, file), len)?;
+                if !index_usable(&s.segments, &self.segments) {
+                    return Ok(None);
+                }
+                while let Some(e) = s.next()? {
+                    if has_hex_prefix(&e.key, prefix) {
+                        found.push(e);
+                    }
+                }
+                let segments = std::mem::take(&mut s.segments);
+                s.finish()?;
+                Ok(Some(segments))
+            };
+            match streamed() {
+                Ok(Some(segments)) => known = segments,
+                Ok(None) => {}
+                Err(StreamError::Io(e)) => return Err(CorpusError::io("read", &path)(e)),
+                Err(StreamError::Bad(e)) => {
+                    found.clear();
+                    problems.push(Problem::IndexCorrupt { path: path.clone(), detail: e.describe(&path) });
+                }
+            }
+        }
+        scan_segments(&self.segments, &known, false, &mut problems, &mut |e| {
+            if has_hex_prefix(&e.key, prefix) {
+                found.push(e);
+            }
+            Ok(())
+        })?;
+        // Stable: among equal keys the one met first (the index's, then segment order) stays.
+        found.sort_by_key(|e| e.key);
+        found.dedup_by(|later, first| later.key == first.key);
+        Ok((found, problems))
+    }
+
+    /// Fetches one case by id through the index (in bounded memory, as
+    /// [`Corpus::entries_with_hex_prefix`]).
     pub fn get(&self, id: &CaseId) -> Result<Option<Case>, CorpusError> {
-        let (index, _) = self.index()?;
-        match index.get(id.as_bytes()) {
+        let (entries, _) = self.entries_with_hex_prefix(&id.to_hex())?;
+        match entries.first() {
             None => Ok(None),
             Some(e) => self.read_entry(e).map(Some).map_err(|p| CorpusError::Io {
                 op: "read",
@@ -461,6 +519,15 @@ fn load_index(
     index.sort_dedup();
     index.segments = covered.iter().map(|(&s, &c)| (s, c)).collect();
     Ok((index, covered))
+}
+
+/// Whether `key`'s hex form starts with `prefix` (hex digits, either case), without forming it.
+fn has_hex_prefix(key: &[u8; 16], prefix: &str) -> bool {
+    prefix.len() <= 32
+        && prefix.bytes().enumerate().all(|(i, c)| {
+            let nibble = if i % 2 == 0 { key[i / 2] >> 4 } else { key[i / 2] & 0xf };
+            (c as char).to_digit(16) == Some(u32::from(nibble))
+        })
 }
 
 /// Whether a stored index that covers `known` (segment, length) can be kept: every segment it

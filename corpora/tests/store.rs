@@ -413,6 +413,60 @@ fn stale_index_is_brought_up_to_date() {
     assert!(!report.manifest_mismatches.is_empty(), "the manifest still says 4");
 }
 
+/// `entries_with_hex_prefix` streams `index.bin` and holds only the matches; it finds exactly
+/// what the whole in-memory index finds, whether `index.bin` is fresh, stale, damaged or gone,
+/// for prefixes of every length (the empty one: every entry).
+#[test]
+fn a_prefix_lookup_streams_to_the_same_answer_as_the_whole_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let cases: Vec<Case> = (0..300).map(|i| message(i, 20)).collect();
+    write_corpus(&dir, &cases[..200], opts());
+    let check = |state: &str, want_problem: bool| {
+        let corpus = Corpus::open(&dir).unwrap();
+        let (idx, _) = corpus.index().unwrap();
+        let mut prefixes: Vec<String> =
+            ["", "0", "a", "F", "7c", "ff", "000", "zz"].map(String::from).to_vec();
+        for c in cases.iter().step_by(37) {
+            let hex = c.id().to_hex();
+            prefixes.extend([1, 2, 3, 4, 9, 31, 32].map(|n| hex[..n].to_string()));
+        }
+        for p in &prefixes {
+            let (got, problems) = corpus.entries_with_hex_prefix(p).unwrap();
+            let lower = p.to_ascii_lowercase();
+            let want: Vec<_> =
+                idx.entries.iter().filter(|e| hex::encode(e.key).starts_with(&lower)).copied().collect();
+            assert_eq!(got, want, "{state}, prefix {p:?}");
+            assert_eq!(
+                problems.iter().any(|p| matches!(p, Problem::IndexCorrupt { .. })),
+                want_problem,
+                "{state}: {problems:?}"
+            );
+        }
+        let (all, _) = corpus.entries_with_hex_prefix("").unwrap();
+        all.len()
+    };
+    assert_eq!(check("fresh", false), 200);
+    // A writer that never closes (a crash after its last sync): the index covers only 200.
+    let mut w = CorpusWriter::open(&dir, opts()).unwrap();
+    for c in &cases[200..] {
+        w.append(c).unwrap();
+    }
+    w.sync().unwrap();
+    std::mem::forget(w);
+    assert_eq!(Corpus::open(&dir).unwrap().index_status(), IndexStatus::Stale);
+    assert_eq!(check("stale", false), 300);
+    // One entry's byte changed: the checksum fails at the end, after the entries were read.
+    let path = dir.join("index.bin");
+    let mut bytes = fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    fs::write(&path, &bytes).unwrap();
+    assert_eq!(check("damaged", true), 300);
+    fs::remove_file(&path).unwrap();
+    assert_eq!(check("missing", false), 300);
+}
+
 // ---- arbitrary cases ----
 
 fn bytes() -> impl Strategy<Value = Blob> {

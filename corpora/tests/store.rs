@@ -389,19 +389,25 @@ fn newer_format_and_bad_manifest_are_named() {
     assert!(err.contains("not a corpus"), "{err}");
 }
 
+/// Appends `cases` with a writer that syncs and then never closes: a crash after its last
+/// sync, which leaves `index.bin` stale.
+fn append_and_crash(dir: &Path, cases: &[Case]) {
+    let mut w = CorpusWriter::open(dir, opts()).unwrap();
+    for c in cases {
+        w.append(c).unwrap();
+    }
+    w.sync().unwrap();
+    std::mem::forget(w);
+}
+
 #[test]
 fn stale_index_is_brought_up_to_date() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
     let cases: Vec<Case> = (0..8).map(|i| message(i, 50)).collect();
     write_corpus(&dir, &cases[..4], opts());
-    // A writer that never closes (a crash after its last sync): the index covers only the first 4.
-    let mut w = CorpusWriter::open(&dir, opts()).unwrap();
-    for c in &cases[4..] {
-        w.append(c).unwrap();
-    }
-    w.sync().unwrap();
-    std::mem::forget(w);
+    // The index covers only the first 4.
+    append_and_crash(&dir, &cases[4..]);
     let corpus = Corpus::open(&dir).unwrap();
     assert_eq!(corpus.index_status(), IndexStatus::Stale);
     let (idx, problems) = corpus.index().unwrap();
@@ -447,13 +453,8 @@ fn a_prefix_lookup_streams_to_the_same_answer_as_the_whole_index() {
         all.len()
     };
     assert_eq!(check("fresh", false), 200);
-    // A writer that never closes (a crash after its last sync): the index covers only 200.
-    let mut w = CorpusWriter::open(&dir, opts()).unwrap();
-    for c in &cases[200..] {
-        w.append(c).unwrap();
-    }
-    w.sync().unwrap();
-    std::mem::forget(w);
+    // The index covers only 200.
+    append_and_crash(&dir, &cases[200..]);
     assert_eq!(Corpus::open(&dir).unwrap().index_status(), IndexStatus::Stale);
     assert_eq!(check("stale", false), 300);
     // One entry's byte changed: the checksum fails at the end, after the entries were read.

@@ -731,6 +731,45 @@ proptest! {
     fn arbitrary_index_bytes_do_not_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         let _ = corpora::index::Index::decode(&bytes);
     }
+
+    /// A damaged `index.bin` (bytes changed, or cut short) gives the streamed prefix lookup the
+    /// same answer as the whole in-memory index, which is the segments' own: what the damaged
+    /// file said is never used.
+    #[test]
+    fn a_damaged_index_never_misleads_the_prefix_lookup(
+        edits in proptest::collection::vec((any::<proptest::sample::Index>(), 1u8..=255), 0..4),
+        cut in proptest::option::of(any::<proptest::sample::Index>()),
+        pick in any::<proptest::sample::Index>(),
+    ) {
+        // One corpus for every case; only its index.bin is rewritten.
+        static CORPUS: std::sync::LazyLock<(tempfile::TempDir, Vec<u8>, Vec<String>)> =
+            std::sync::LazyLock::new(|| {
+                let tmp = tempfile::tempdir().unwrap();
+                let cases: Vec<Case> = (0..40).map(|i| message(i, 8)).collect();
+                write_corpus(tmp.path(), &cases, opts());
+                let index = fs::read(tmp.path().join("index.bin")).unwrap();
+                (tmp, index, cases.iter().map(|c| c.id().to_hex()).collect())
+            });
+        let (tmp, index, ids) = &*CORPUS;
+        let mut bytes = index.clone();
+        for (at, x) in &edits {
+            let i = at.index(bytes.len());
+            bytes[i] ^= x;
+        }
+        if let Some(at) = cut {
+            bytes.truncate(at.index(bytes.len()));
+        }
+        fs::write(tmp.path().join("index.bin"), &bytes).unwrap();
+        let corpus = Corpus::open(tmp.path()).unwrap();
+        let (idx, _) = corpus.index().unwrap();
+        prop_assert_eq!(idx.entries.len(), 40);
+        let id = pick.get(ids);
+        for p in [&id[..4], &id[..1], &id[..], ""] {
+            let (got, _) = corpus.entries_with_hex_prefix(p).unwrap();
+            let want: Vec<_> = idx.entries.iter().filter(|e| hex::encode(e.key).starts_with(p)).copied().collect();
+            prop_assert_eq!(got, want, "prefix {:?}", p);
+        }
+    }
 }
 
 #[test]

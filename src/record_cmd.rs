@@ -458,6 +458,21 @@ fn peak_memory_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// How long the capture lasted, from its earliest packet to its latest, and when (UTC). Files
+/// from different days, or a clock that was wrong, make for long spans: in days, not seconds.
+fn capture_span(first_ns: i64, last_ns: i64) -> String {
+    let secs = last_ns.saturating_sub(first_ns) as f64 / 1e9;
+    let length = if secs < 120.0 {
+        format!("{secs:.3} s")
+    } else if secs < 2.0 * 86_400.0 {
+        let whole = secs as u64;
+        format!("{}h {:02}m {:02}s", whole / 3600, whole % 3600 / 60, whole % 60)
+    } else {
+        format!("{:.1} days", secs / 86_400.0)
+    };
+    format!("capture spans {length}: {} to {}", corpora::rfc3339(first_ns), corpora::rfc3339(last_ns))
+}
+
 fn print_summary(s: &Stats, out: &std::path::Path, input: u64, elapsed: f64) -> io::Result<()> {
     let mut o = io::stdout().lock();
     let rate = if elapsed > 0.0 { input as f64 / elapsed / 1e6 } else { 0.0 };
@@ -471,7 +486,7 @@ fn print_summary(s: &Stats, out: &std::path::Path, input: u64, elapsed: f64) -> 
         size(input)
     )?;
     let span = match (s.first_ns, s.last_ns) {
-        (Some(a), Some(b)) => format!(", capture spans {:.3} s", (b - a) as f64 / 1e9),
+        (Some(a), Some(b)) => format!(", {}", capture_span(a, b)),
         _ => String::new(),
     };
     let d = &s.disposition;
@@ -550,4 +565,32 @@ fn print_summary(s: &Stats, out: &std::path::Path, input: u64, elapsed: f64) -> 
         writeln!(o, "  warnings    {}", list(&s.capture_warnings))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::capture_span;
+
+    #[test]
+    fn a_capture_span_reads_in_seconds_hours_or_days_with_its_utc_bounds() {
+        let t0 = 1_795_273_435_120_000_000; // 2026-11-21T15:03:55.120Z
+        assert_eq!(
+            capture_span(t0, t0 + 28_648_000_000),
+            "capture spans 28.648 s: 2026-11-21T15:03:55.120Z to 2026-11-21T15:04:23.768Z"
+        );
+        assert_eq!(
+            capture_span(t0, t0 + (3 * 3600 + 5 * 60 + 7) * 1_000_000_000),
+            "capture spans 3h 05m 07s: 2026-11-21T15:03:55.120Z to 2026-11-21T18:09:02.120Z"
+        );
+        // Two files twenty years apart: days, not 641 million seconds.
+        let old = 1_154_000_000_000_000_000; // 2006-07-27
+        assert_eq!(
+            capture_span(old, t0),
+            "capture spans 7422.1 days: 2006-07-27T11:33:20.000Z to 2026-11-21T15:03:55.120Z"
+        );
+        assert_eq!(
+            capture_span(t0, t0),
+            "capture spans 0.000 s: 2026-11-21T15:03:55.120Z to 2026-11-21T15:03:55.120Z"
+        );
+    }
 }

@@ -55,7 +55,8 @@ pub use id::{CaseId, ID_LEN, ParseIdError};
 pub use manifest::{Counts, FORMAT_NAME, Manifest};
 pub use store::{
     Appended, CONTENT_CASES, Cases, CompactStats, Corpus, CorpusWriter, INDEX_FILE, IndexStatus, LOCK_FILE,
-    MANIFEST_FILE, RecordItem, Records, SEGMENTS_DIR, SegmentFile, VerifyReport, WriterOptions, kind_name,
+    LOOKUP_BLOCK, Lookup, MANIFEST_FILE, RecordItem, Records, SEGMENTS_DIR, SegmentFile, VerifyReport,
+    WriterOptions, kind_name,
 };
 
 /// RFC 3339 UTC with milliseconds, from nanoseconds since the Unix epoch.

@@ -468,6 +468,86 @@ fn a_prefix_lookup_streams_to_the_same_answer_as_the_whole_index() {
     assert_eq!(check("missing", false), 300);
 }
 
+/// `Corpus::lookup` keeps `index.bin` on disk (a fence per `LOOKUP_BLOCK` entries in memory)
+/// and gives the whole in-memory index's answer for every key, present or not, whether
+/// `index.bin` is fresh, stale, damaged or gone; what it holds in memory is the fences plus
+/// the records the index does not cover.
+#[test]
+fn a_lookup_with_the_index_on_disk_answers_as_the_whole_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    // 1,000 written and closed: 31 whole blocks and a short one.
+    let cases: Vec<Case> = (0..1300).map(|i| message(i, 12)).collect();
+    write_corpus(&dir, &cases[..1000], opts());
+    let blocks = 1000u64.div_ceil(corpora::LOOKUP_BLOCK) as usize;
+    assert_eq!(blocks, 32);
+    let check = |state: &str, in_memory: usize, want_problem: bool| {
+        let corpus = Corpus::open(&dir).unwrap();
+        let (idx, _) = corpus.index().unwrap();
+        let (lookup, problems) = corpus.lookup().unwrap();
+        assert_eq!(
+            problems.iter().any(|p| matches!(p, Problem::IndexCorrupt { .. })),
+            want_problem,
+            "{state}: {problems:?}"
+        );
+        assert_eq!(lookup.keys_in_memory(), in_memory, "{state}");
+        // Every key written, the keys of cases never written, and the edges of the key space
+        // and of each block (a key just below and just above every entry).
+        let mut keys: Vec<[u8; 16]> = cases.iter().map(|c| *c.id().as_bytes()).collect();
+        keys.extend([[0u8; 16], [0xff; 16]]);
+        for e in &idx.entries {
+            let k = u128::from_be_bytes(e.key);
+            keys.extend([k.wrapping_sub(1), k.wrapping_add(1)].map(u128::to_be_bytes));
+        }
+        for k in &keys {
+            assert_eq!(lookup.get(k).unwrap(), idx.get(k).copied(), "{state}, key {}", hex::encode(k));
+        }
+        idx.entries.iter().filter(|e| lookup.get(&e.key).unwrap().is_some()).count()
+    };
+    assert_eq!(check("fresh", blocks, false), 1000);
+    // The index covers only the first 1,000: the other 300 are held in memory.
+    append_and_crash(&dir, &cases[1000..]);
+    assert_eq!(Corpus::open(&dir).unwrap().index_status(), IndexStatus::Stale);
+    assert_eq!(check("stale", blocks + 300, false), 1300);
+    // One entry's byte changed: the checksum fails, and the index is not used at all.
+    let path = dir.join("index.bin");
+    let mut bytes = fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    fs::write(&path, &bytes).unwrap();
+    assert_eq!(check("damaged", 1300, true), 1300);
+    fs::remove_file(&path).unwrap();
+    assert_eq!(check("missing", 1300, false), 1300);
+}
+
+/// Reads by index entry keep segment files open (at most 16): across many more segments than
+/// that, in an order that keeps evicting them, every read still gives its own case, and a
+/// clone of the corpus reads the same.
+#[test]
+fn reads_by_entry_across_more_segments_than_are_kept_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let cases: Vec<Case> = (0..120).map(|i| message(i, 40)).collect();
+    write_corpus(
+        &dir,
+        &cases,
+        WriterOptions { segment_bytes: 600, sync_interval: None, ..WriterOptions::default() },
+    );
+    let corpus = Corpus::open(&dir).unwrap();
+    assert!(corpus.segments().len() >= 40, "{} segments", corpus.segments().len());
+    let (lookup, _) = corpus.lookup().unwrap();
+    let clone = corpus.clone();
+    // Strided, so that consecutive reads hit different segments, twice round.
+    for round in 0..2 {
+        for k in 0..cases.len() {
+            let c = &cases[(k * 37 + round) % cases.len()];
+            let e = lookup.get(c.id().as_bytes()).unwrap().expect("written");
+            let reader = if k % 2 == 0 { &corpus } else { &clone };
+            assert_eq!(&reader.read_entry(&e).unwrap(), c);
+        }
+    }
+}
+
 // ---- arbitrary cases ----
 
 fn bytes() -> impl Strategy<Value = Blob> {
@@ -732,11 +812,11 @@ proptest! {
         let _ = corpora::index::Index::decode(&bytes);
     }
 
-    /// A damaged `index.bin` (bytes changed, or cut short) gives the streamed prefix lookup the
-    /// same answer as the whole in-memory index, which is the segments' own: what the damaged
-    /// file said is never used.
+    /// A damaged `index.bin` (bytes changed, or cut short) gives the streamed prefix lookup and
+    /// the on-disk lookup the same answers as the whole in-memory index, which is the segments'
+    /// own: what the damaged file said is never used.
     #[test]
-    fn a_damaged_index_never_misleads_the_prefix_lookup(
+    fn a_damaged_index_never_misleads_the_streamed_lookups(
         edits in proptest::collection::vec((any::<proptest::sample::Index>(), 1u8..=255), 0..4),
         cut in proptest::option::of(any::<proptest::sample::Index>()),
         pick in any::<proptest::sample::Index>(),
@@ -769,6 +849,11 @@ proptest! {
             let want: Vec<_> = idx.entries.iter().filter(|e| hex::encode(e.key).starts_with(p)).copied().collect();
             prop_assert_eq!(got, want, "prefix {:?}", p);
         }
+        let (lookup, _) = corpus.lookup().unwrap();
+        for e in &idx.entries {
+            prop_assert_eq!(lookup.get(&e.key).unwrap(), Some(*e));
+        }
+        prop_assert_eq!(lookup.get(&[0x5a; 16]).unwrap(), None);
     }
 }
 

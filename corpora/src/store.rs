@@ -144,8 +144,11 @@ pub struct Corpus {
     segments: Vec<SegmentFile>,
     /// Segment files opened by [`Corpus::read_entry`] and [`Corpus::read_payload`], kept open
     /// for the next read (at most [`OPEN_SEGMENTS`], shared by clones).
-    open_files: std::sync::Arc<std::sync::Mutex<Vec<(u32, std::sync::Arc<File>)>>>,
+    open_files: std::sync::Arc<std::sync::Mutex<OpenSegments>>,
 }
+
+/// Segment files kept open, by sequence number, oldest first.
+type OpenSegments = Vec<(u32, std::sync::Arc<File>)>;
 
 /// Segment files a [`Corpus`] keeps open for reads by index entry: a saved run looked up case
 /// by case opened its segment for every case (a path walk, an open and a close each, about a
@@ -236,7 +239,7 @@ impl Corpus {
         let io_problem =
             |e: io::Error| Problem::Io { path: path.clone(), offset: entry.offset, message: e.to_string() };
         let file = self.segment_file(entry.segment, &path).map_err(io_problem)?;
-        match frame::read_record_at(&*file, entry.offset).map_err(io_problem)? {
+        match frame::read_record_at(&file, entry.offset).map_err(io_problem)? {
             Some(r) => decode_case(&path, entry.offset, r.kind, r.key, &r.payload, false),
             None => Err(Problem::Corrupt { path, offset: entry.offset, skipped: 0 }),
         }
@@ -249,7 +252,7 @@ impl Corpus {
         let io_problem =
             |e: io::Error| Problem::Io { path: path.clone(), offset: entry.offset, message: e.to_string() };
         let file = self.segment_file(entry.segment, &path).map_err(io_problem)?;
-        match frame::read_record_at(&*file, entry.offset).map_err(io_problem)? {
+        match frame::read_record_at(&file, entry.offset).map_err(io_problem)? {
             Some(r) => Ok(r.payload),
             None => Err(Problem::Corrupt { path, offset: entry.offset, skipped: 0 }),
         }
@@ -341,7 +344,7 @@ impl Corpus {
                 let mut fences = Vec::with_capacity(s.entries.div_ceil(LOOKUP_BLOCK) as usize);
                 let mut i = 0u64;
                 while let Some(e) = s.next()? {
-                    if i % LOOKUP_BLOCK == 0 {
+                    if i.is_multiple_of(LOOKUP_BLOCK) {
                         fences.push(e.key);
                     }
                     i += 1;

@@ -78,6 +78,9 @@ fn side(cfg: &Config, name: &str) -> anyhow::Result<Loaded> {
     let p = Path::new(name);
     if p.join("manifest.json").is_file() {
         let t = SavedTarget::open(p).with_context(|| format!("opening saved run {name}"))?;
+        for problem in t.problems() {
+            eprintln!("warning: saved run {name}: {problem}");
+        }
         let info = t.info().clone();
         return Ok(Loaded {
             name: name.to_string(),

@@ -121,6 +121,9 @@ pub fn matrix(config: Option<&std::path::Path>, args: MatrixArgs, ui: &Ui) -> an
     let rules = cfg.rules();
     let saved = |name: &str| -> anyhow::Result<Loaded> {
         let t = SavedTarget::open(&runs.join(name))?;
+        for problem in t.problems() {
+            eprintln!("warning: saved run {name}: {problem}");
+        }
         Ok(Loaded {
             name: name.to_string(),
             kind: t.info().kind.clone(),

@@ -509,6 +509,21 @@ fn diff_of_the_serializers_shows_two_clusters_and_saved_runs_diff_like_live_ones
     // A saved run against a live target.
     let out = replay_in(root_dir(), &["diff", "--a", s(&a), "--b", "local", "--filter", "kind=packet"]);
     assert_eq!(out.status.code(), Some(exit_codes::OK), "{}", text(&out.stdout));
+    // A damaged index.bin in a saved run: named in a warning, and the run is read from its
+    // segments instead, to the same answer.
+    let index = a.join("index.bin");
+    let mut bytes = std::fs::read(&index).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&index, &bytes).unwrap();
+    let out =
+        replay_in(root_dir(), &["diff", "--a", s(&a), "--b", s(&b), "--filter", "kind=packet", "--json"]);
+    assert_eq!(out.status.code(), Some(exit_codes::DIFFERENCES), "{}", text(&out.stderr));
+    let warned = text(&out.stderr);
+    assert!(warned.contains("warning: saved run") && warned.contains("index.bin"), "{warned}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["cases"], 3000);
+    assert_eq!(r["clusters"][0]["count"], 548);
 }
 
 #[test]

@@ -122,14 +122,21 @@ pub enum RunError {
 pub struct SavedTarget {
     run: Run,
     index: corpora::Lookup,
+    problems: Vec<corpora::Problem>,
 }
 
 impl SavedTarget {
     /// Opens a run directory as a target.
     pub fn open(dir: &Path) -> Result<SavedTarget, RunError> {
         let run = Run::open(dir)?;
-        let (index, _) = run.corpus.lookup()?;
-        Ok(SavedTarget { run, index })
+        let (index, problems) = run.corpus.lookup()?;
+        Ok(SavedTarget { run, index, problems })
+    }
+
+    /// What opening the run's index found wrong (a damaged `index.bin`, damaged records in the
+    /// segments' tails): the lookups work around it, and the caller should say so.
+    pub fn problems(&self) -> &[corpora::Problem] {
+        &self.problems
     }
 
     /// How many observations' keys the target holds in memory (see [`corpora::Lookup`]).

@@ -258,6 +258,18 @@ impl Corpus {
         }
     }
 
+    /// `index.bin`'s path, and the file open with its length (`None` when there is none).
+    fn open_index(&self) -> Result<(PathBuf, Option<(File, u64)>), CorpusError> {
+        let path = self.dir.join(INDEX_FILE);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((path, None)),
+            Err(e) => return Err(CorpusError::io("read", &path)(e)),
+        };
+        let len = file.metadata().map_err(CorpusError::io("read", &path))?.len();
+        Ok((path, Some((file, len))))
+    }
+
     /// The index entries whose key's hex form starts with `prefix` (hex digits), sorted by key,
     /// one per key (the first written, as in [`Corpus::index`]), with the problems found on the
     /// way. Unlike [`Corpus::index`] this holds only the matches: `index.bin` is streamed (with
@@ -270,15 +282,9 @@ impl Corpus {
     ) -> Result<(Vec<IndexEntry>, Vec<Problem>), CorpusError> {
         let mut problems = Vec::new();
         let mut found = Vec::new();
-        let path = self.dir.join(INDEX_FILE);
-        let file = match File::open(&path) {
-            Ok(f) => Some(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(CorpusError::io("read", &path)(e)),
-        };
+        let (path, file) = self.open_index()?;
         let mut known = Vec::new();
-        if let Some(file) = file {
-            let len = file.metadata().map_err(CorpusError::io("read", &path))?.len();
+        if let Some((file, len)) = file {
             let streamed = || -> Result<Option<Vec<(u32, u64)>>, StreamError> {
                 let mut s = IndexStream::open(BufReader::with_capacity(256 << 10, file), len)?;
                 if !index_usable(&s.segments, &self.segments) {
@@ -325,16 +331,10 @@ impl Corpus {
     /// damaged `index.bin` is reported with the problems and not used at all.
     pub fn lookup(&self) -> Result<(Lookup, Vec<Problem>), CorpusError> {
         let mut problems = Vec::new();
-        let path = self.dir.join(INDEX_FILE);
-        let file = match File::open(&path) {
-            Ok(f) => Some(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(CorpusError::io("read", &path)(e)),
-        };
+        let (path, file) = self.open_index()?;
         let mut on_disk = None;
         let mut known = Vec::new();
-        if let Some(file) = file {
-            let len = file.metadata().map_err(CorpusError::io("read", &path))?.len();
+        if let Some((file, len)) = file {
             let streamed = || -> Result<Option<OnDisk>, StreamError> {
                 let mut s = IndexStream::open(BufReader::with_capacity(256 << 10, &file), len)?;
                 if !index_usable(&s.segments, &self.segments) {

@@ -160,10 +160,28 @@ enum JsonPath {
     Anywhere(String),
 }
 
+/// `[redacted:` twelve hex digits `]`.
+const PLACEHOLDER_LEN: usize = 23;
+
+/// A header name's length and first and last bytes, lower case: equal for two names that are
+/// equal ignoring ASCII case.
+fn name_key(name: &str) -> u64 {
+    let b = name.as_bytes();
+    let end = |x: Option<&u8>| u64::from(x.map_or(0, u8::to_ascii_lowercase));
+    (b.len() as u64) << 16 | end(b.first()) << 8 | end(b.last())
+}
+
+thread_local! {
+    /// The header values of one message, joined for [`Redactor::headers`] to screen at once.
+    static SCREEN: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Applies the rules with a key.
 pub struct Redactor {
     key: [u8; 32],
     headers: Vec<String>,
+    /// [`name_key`] of each of `headers`.
+    header_keys: Vec<u64>,
     paths: Vec<JsonPath>,
     patterns: Vec<Regex>,
     /// Every pattern in one automaton: one pass tells whether a text needs the others.
@@ -244,13 +262,18 @@ impl Redactor {
                 message: e.to_string(),
             })?)
         };
-        Ok(Redactor { key, headers, paths, patterns, any, literals, unfiltered, path_keys })
+        let header_keys = headers.iter().map(|h| name_key(h)).collect();
+        Ok(Redactor { key, headers, header_keys, paths, patterns, any, literals, unfiltered, path_keys })
     }
 
     /// The placeholder of a secret: stable for a key, revealing nothing without it.
     pub fn placeholder(&self, secret: &[u8]) -> String {
         let h = blake3::keyed_hash(&self.key, secret);
-        format!("[redacted:{}]", &h.to_hex()[..12])
+        let mut out = String::with_capacity(PLACEHOLDER_LEN);
+        out.push_str("[redacted:");
+        out.push_str(&h.to_hex()[..12]);
+        out.push(']');
+        out
     }
 
     /// Whether `text` may hold something to redact (false: it certainly does not): a literal
@@ -332,16 +355,54 @@ impl Redactor {
         changed
     }
 
+    /// Whether a header is redacted by name, whatever its value. The list is lower case; most
+    /// names are ruled out by their length and their first and last letters.
+    fn listed(&self, name: &str) -> bool {
+        let key = name_key(name);
+        self.header_keys.iter().zip(&self.headers).any(|(&k, l)| k == key && l.eq_ignore_ascii_case(name))
+    }
+
+    /// Whether a header's value is left to the patterns: not listed, or already a placeholder.
+    fn scanned(&self, h: &Header) -> bool {
+        !self.listed(&h.0) || h.1.as_bytes().starts_with(b"[redacted:")
+    }
+
     /// Redacts headers in place; returns the names changed.
     fn headers(&self, headers: &mut [Header]) -> Vec<String> {
+        // The values left to the patterns are screened together: one literal scan over all of
+        // them, each followed by a newline, instead of one per value (a dozen short scans a
+        // message, each paying the searcher's set-up). A literal in one value is a literal in
+        // them all, so a clean screen clears every value; a hit, even one across two values,
+        // sends each to its own scan below. Configured patterns without literals, which the
+        // screen cannot stand for (a `^` would anchor differently), always scan each value.
+        // Which of the first 64 headers are scanned, worked out once.
+        let mut first = 0u64;
+        for (i, h) in headers.iter().take(64).enumerate() {
+            first |= u64::from(self.scanned(h)) << i;
+        }
+        let scanned = |i: usize, h: &Header| if i < 64 { first >> i & 1 == 1 } else { self.scanned(h) };
+        let each = self.unfiltered.is_some()
+            || SCREEN.with(|screen| {
+                let mut screen = screen.borrow_mut();
+                screen.clear();
+                for (_, h) in headers.iter().enumerate().filter(|(i, h)| scanned(*i, h)) {
+                    screen.extend_from_slice(h.1.as_bytes());
+                    screen.push(b'\n');
+                }
+                let hit = self.suspect(&screen);
+                if screen.capacity() > 64 << 10 {
+                    *screen = Vec::new();
+                }
+                hit
+            });
         let mut changed = Vec::new();
-        for h in headers.iter_mut() {
-            // The list is lower case; a name is lowered (allocated) only when it is reported.
-            let listed = self.headers.iter().any(|n| n.eq_ignore_ascii_case(&h.0));
-            if listed && !h.1.as_bytes().starts_with(b"[redacted:") {
+        for (i, h) in headers.iter_mut().enumerate() {
+            if !scanned(i, h) {
+                // A name is lowered (allocated) only when it is reported.
                 h.1 = Blob(self.placeholder(h.1.as_bytes()).into_bytes());
                 changed.push(h.0.to_ascii_lowercase());
-            } else if let Ok(text) = std::str::from_utf8(h.1.as_bytes())
+            } else if each
+                && let Ok(text) = std::str::from_utf8(h.1.as_bytes())
                 && let Some(r) = self.redact_text(text)
             {
                 h.1 = Blob(r.into_bytes());
@@ -844,6 +905,61 @@ mod tests {
             assert!(!out.contains(gone) && out.contains("[redacted:"), "{out}");
         }
         assert_eq!(r.redact_text("nothing to see, corp- alone, 55-01"), None);
+    }
+
+    /// What [`Redactor::headers`] did before it screened the values together: each header on
+    /// its own, by name, else by its text.
+    fn headers_one_by_one(r: &Redactor, headers: &mut [Header]) -> Vec<String> {
+        let mut changed = Vec::new();
+        for h in headers.iter_mut() {
+            let listed = r.headers.iter().any(|n| n.eq_ignore_ascii_case(&h.0));
+            if listed && !h.1.as_bytes().starts_with(b"[redacted:") {
+                h.1 = Blob(r.placeholder(h.1.as_bytes()).into_bytes());
+                changed.push(h.0.to_ascii_lowercase());
+            } else if let Ok(text) = std::str::from_utf8(h.1.as_bytes())
+                && let Some(out) = r.redact_text(text)
+            {
+                h.1 = Blob(out.into_bytes());
+                changed.push(h.0.to_ascii_lowercase());
+            }
+        }
+        changed
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(cases(2000)))]
+        /// Screening all the values of a message at once redacts exactly what scanning each
+        /// value did: wherever the secrets fall (one value, split over two, none), whatever the
+        /// names (listed in any case, long, or not) and however many (past the 64 whose names
+        /// are looked up once), with and without a configured pattern that
+        /// has no literal (which turns the screen off).
+        #[test]
+        fn screening_header_values_together_redacts_what_one_by_one_did(
+            list in proptest::collection::vec((
+                proptest::sample::select(vec![
+                    "Host", "AUTHORIZATION", "x-Api-Key", "Cookie", "X-Trace", "User-Agent",
+                    "Accept", "set-cookie", "X-Long-Header-Name-That-Is-Not-Listed-Anywhere",
+                ]),
+                proptest::collection::vec(proptest::sample::select(vec![
+                    "sk-", "ABCDEFGHIJKLMNOPQRSTUVWX", "ada", "@", "example.com", "Bearer ",
+                    "0123456789abcdef0123", "\\u0040", "\\", "[redacted:", "555-01", "é", " ", "AKIA",
+                ]), 0..6),
+            ), 0..70),
+            unfiltered in proptest::bool::ANY,
+        ) {
+            static PLAIN: std::sync::LazyLock<Redactor> = std::sync::LazyLock::new(redactor);
+            static RAW: std::sync::LazyLock<Redactor> =
+                std::sync::LazyLock::new(|| with_patterns(&["[0-9]{3}-[0-9]{2}"]));
+            let r = if unfiltered { &*RAW } else { &*PLAIN };
+            proptest::prop_assert_eq!(r.unfiltered.is_some(), unfiltered);
+            let headers: Vec<Header> =
+                list.iter().map(|(name, parts)| Header::new(*name, parts.concat())).collect();
+            let (mut screened, mut each) = (headers.clone(), headers);
+            let a = r.headers(&mut screened);
+            let b = headers_one_by_one(r, &mut each);
+            proptest::prop_assert_eq!(a, b);
+            proptest::prop_assert_eq!(screened, each);
+        }
     }
 
     proptest::proptest! {

@@ -1,4 +1,5 @@
-//! `cargo bench --bench pcap_import`: the whole path from a capture to a corpus on disk, beside
+//! `cargo bench --bench pcap_import`: the whole path from a capture to a corpus on disk (redacting
+//! with the default rules, as `replay record pcap` does unless `--no-redact`), beside
 //! the ceiling of the same crates walking every packet to the TCP header with no reassembly.
 //!
 //! The capture is `REPLAY_BENCH_PCAP` (use one from `../shared/tools/capture-gen`, as
@@ -15,6 +16,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 use recorders::pcap::{Options, Recorder};
+use recorders::redact::{RedactRules, Redactor};
 
 // The same allocator as the `replay` binary, so the bench measures what ships.
 #[global_allocator]
@@ -77,7 +79,9 @@ fn bare_walk(path: &Path) -> u64 {
 
 fn record(path: &Path, out: &Path) -> u64 {
     let w = CorpusWriter::create(out, WriterOptions::default()).unwrap();
-    let mut r = Recorder::new(w, Options::default());
+    // Redacting with the default rules, as `replay record pcap` does unless --no-redact.
+    let redactor = Redactor::new([7; 32], &RedactRules::default()).unwrap();
+    let mut r = Recorder::redacting(w, Options::default(), Some(std::sync::Arc::new(redactor)));
     r.read(Box::new(File::open(path).unwrap()), "bench.pcap").unwrap();
     let (w, stats) = r.finish().unwrap();
     w.close().unwrap();

@@ -375,7 +375,8 @@ impl Redactor {
         // them all, so a clean screen clears every value; a hit, even one across two values,
         // sends each to its own scan below. Configured patterns without literals, which the
         // screen cannot stand for (a `^` would anchor differently), always scan each value.
-        // Which of the first 64 headers are scanned, worked out once.
+        //
+        // Which of the first 64 headers are left to the patterns, worked out once.
         let mut first = 0u64;
         for (i, h) in headers.iter().take(64).enumerate() {
             first |= u64::from(self.scanned(h)) << i;

@@ -36,6 +36,18 @@ fn write_corpus(dir: &Path, cases: &[Case], opts: WriterOptions) {
     w.close().unwrap();
 }
 
+/// `n` message cases of `len` bytes written into segments of at most `segment_bytes`, without
+/// periodic syncs; returns the cases in the order written.
+fn write_in_segments(dir: &Path, n: usize, len: usize, segment_bytes: u64) -> Vec<Case> {
+    let cases: Vec<Case> = (0..n).map(|i| message(i, len)).collect();
+    write_corpus(
+        dir,
+        &cases,
+        WriterOptions { segment_bytes, sync_interval: None, ..WriterOptions::default() },
+    );
+    cases
+}
+
 fn read_all(dir: &Path) -> (Vec<Case>, Vec<Problem>) {
     let corpus = Corpus::open(dir).unwrap();
     let mut cases = Vec::new();
@@ -260,12 +272,7 @@ fn duplicates_are_skipped_and_counted() {
 fn segments_roll_at_the_limit_and_files_are_private() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
-    let cases: Vec<Case> = (0..50).map(|i| message(i, 200)).collect();
-    write_corpus(
-        &dir,
-        &cases,
-        WriterOptions { segment_bytes: 1024, sync_interval: None, ..WriterOptions::default() },
-    );
+    let cases = write_in_segments(&dir, 50, 200, 1024);
     let corpus = Corpus::open(&dir).unwrap();
     assert!(corpus.segments().len() >= 10, "{}", corpus.segments().len());
     for s in corpus.segments() {
@@ -335,12 +342,7 @@ fn records_larger_than_the_write_buffer_and_rolls_between_them_read_back() {
 fn an_interrupted_compaction_finishes_or_rolls_back() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
-    let cases: Vec<Case> = (0..6).map(|i| message(i, 300)).collect();
-    write_corpus(
-        &dir,
-        &cases,
-        WriterOptions { segment_bytes: 700, sync_interval: None, ..WriterOptions::default() },
-    );
+    let cases = write_in_segments(&dir, 6, 300, 700);
     let before = Corpus::open(&dir).unwrap().segments().to_vec();
 
     // Not committed: an orphan compact.tmp is thrown away.
@@ -527,12 +529,7 @@ fn a_lookup_with_the_index_on_disk_answers_as_the_whole_index() {
 fn reads_by_entry_across_more_segments_than_are_kept_open() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
-    let cases: Vec<Case> = (0..120).map(|i| message(i, 40)).collect();
-    write_corpus(
-        &dir,
-        &cases,
-        WriterOptions { segment_bytes: 600, sync_interval: None, ..WriterOptions::default() },
-    );
+    let cases = write_in_segments(&dir, 120, 40, 600);
     let corpus = Corpus::open(&dir).unwrap();
     assert!(corpus.segments().len() >= 40, "{} segments", corpus.segments().len());
     let (lookup, _) = corpus.lookup().unwrap();
@@ -882,12 +879,7 @@ fn a_frame_key_that_disagrees_with_its_case_is_damage_for_readers_and_verify() {
 fn a_torn_tail_in_an_older_segment_is_damage() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
-    let cases: Vec<Case> = (0..6).map(|i| message(i, 300)).collect();
-    write_corpus(
-        &dir,
-        &cases,
-        WriterOptions { segment_bytes: 800, sync_interval: None, ..WriterOptions::default() },
-    );
+    let cases = write_in_segments(&dir, 6, 300, 800);
     let first = Corpus::open(&dir).unwrap().segments()[0].clone();
     let bytes = fs::read(&first.path).unwrap();
     fs::write(&first.path, &bytes[..bytes.len() - 10]).unwrap();

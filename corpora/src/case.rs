@@ -206,11 +206,15 @@ pub struct HttpExchange {
 /// A header as it was on the wire: name in its original spelling, value as bytes.
 /// Serialised as a two-element array `[name, value]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Header(pub String, pub Blob);
+pub struct Header(pub Name, pub Blob);
+
+/// A header name or a short field (method, version, reason): stored inline up to 24 bytes,
+/// so the common ones cost no allocation of their own. Serialised as a string.
+pub type Name = compact_str::CompactString;
 
 impl Header {
     /// A header from a name and a value.
-    pub fn new(name: impl Into<String>, value: impl Into<Blob>) -> Header {
+    pub fn new(name: impl Into<Name>, value: impl Into<Blob>) -> Header {
         Header(name.into(), value.into())
     }
 }
@@ -220,11 +224,11 @@ impl Header {
 #[serde(deny_unknown_fields)]
 pub struct HttpRequest {
     /// The method, as sent (`GET`, `POST`, ...).
-    pub method: String,
+    pub method: Name,
     /// The request target, as sent (`/v1/chat/completions?x=1`).
     pub target: String,
     /// The protocol version, as sent (`HTTP/1.1`).
-    pub version: String,
+    pub version: Name,
     /// Headers in wire order.
     #[serde(default)]
     pub headers: Vec<Header>,
@@ -254,12 +258,12 @@ impl Default for HttpRequest {
 #[serde(deny_unknown_fields)]
 pub struct HttpResponse {
     /// The protocol version, as sent.
-    pub version: String,
+    pub version: Name,
     /// The status code.
     pub status: u16,
     /// The reason phrase, as sent.
     #[serde(default)]
-    pub reason: String,
+    pub reason: Name,
     /// Headers in wire order.
     #[serde(default)]
     pub headers: Vec<Header>,
@@ -690,7 +694,7 @@ mod tests {
                     headers: headers
                         .iter()
                         .enumerate()
-                        .map(|(i, &(n, v))| Header("h".repeat(n + 1), blob(v, i)))
+                        .map(|(i, &(n, v))| Header::new("h".repeat(n + 1), blob(v, i)))
                         .collect(),
                     body: blob(body, 7),
                     trailers: (0..trailers).map(|i| Header::new(format!("t{i}"), "v")).collect(),

@@ -48,7 +48,7 @@ pub mod value;
 pub use blob::Blob;
 pub use case::{
     Case, CaseData, CaseKind, ChunkMark, Flag, FlowKey, Header, HttpExchange, HttpRequest, HttpResponse,
-    Message, Packet, RecordedOutput, Source,
+    Message, Name, Packet, RecordedOutput, Source,
 };
 pub use error::{CorpusError, Problem};
 pub use id::{CaseId, ID_LEN, ParseIdError};

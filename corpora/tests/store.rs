@@ -552,7 +552,7 @@ fn bytes() -> impl Strategy<Value = Blob> {
 }
 
 fn headers() -> impl Strategy<Value = Vec<Header>> {
-    proptest::collection::vec(("[A-Za-z-]{1,12}", bytes()).prop_map(|(n, v)| Header(n, v)), 0..4)
+    proptest::collection::vec(("[A-Za-z-]{1,12}", bytes()).prop_map(|(n, v)| Header::new(n, v)), 0..4)
 }
 
 fn response() -> impl Strategy<Value = HttpResponse> {
@@ -570,7 +570,7 @@ fn response() -> impl Strategy<Value = HttpResponse> {
         .prop_map(|(status, reason, headers, body, trailers, chunks)| HttpResponse {
             version: "HTTP/1.1".into(),
             status,
-            reason,
+            reason: reason.into(),
             headers,
             body,
             trailers,
@@ -594,7 +594,14 @@ fn data() -> impl Strategy<Value = CaseData> {
     )
         .prop_map(|(method, target, headers, body, trailers, interim, response)| {
             CaseData::Http(HttpExchange {
-                request: HttpRequest { method, target, version: "HTTP/1.1".into(), headers, body, trailers },
+                request: HttpRequest {
+                    method: method.into(),
+                    target,
+                    version: "HTTP/1.1".into(),
+                    headers,
+                    body,
+                    trailers,
+                },
                 interim,
                 response,
             })

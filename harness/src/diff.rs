@@ -530,7 +530,7 @@ pub fn output_value(o: &Output, rules: &Rules) -> (Value, Format) {
                 .unwrap_or_default();
             let mut hs: Vec<(String, Value)> = Vec::new();
             for h in headers {
-                let name = h.0.to_ascii_lowercase();
+                let name = h.0.as_str().to_ascii_lowercase();
                 if rules.ignore_headers.contains(&name) {
                     continue;
                 }

@@ -57,7 +57,7 @@ pub fn end_to_end(headers: &[Header], decoded: bool) -> Vec<Header> {
     headers
         .iter()
         .filter(|h| {
-            let n = h.0.to_ascii_lowercase();
+            let n = h.0.as_str().to_ascii_lowercase();
             !HOP_BY_HOP.contains(&n.as_str())
                 && !named_by_connection.contains(&n)
                 && !(decoded && (n == "content-length" || n == "content-encoding"))
@@ -162,7 +162,7 @@ impl HttpTarget {
                     Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_string(),
                     None => r.target.clone(),
                 };
-                Ok((r.method.clone(), format!("{}{}", self.base_path, target), headers, body))
+                Ok((r.method.to_string(), format!("{}{}", self.base_path, target), headers, body))
             }
             CaseData::Message(_) | CaseData::Packet(_) => {
                 let input = Input::of(case);

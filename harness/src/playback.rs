@@ -75,7 +75,7 @@ impl Playback {
             let raw =
                 body::decoded(&r.headers, r.body.as_bytes()).unwrap_or_else(|_| r.body.as_bytes().to_vec());
             let ct = body::header(&r.headers, "content-type").unwrap_or("").to_string();
-            let key = (r.method.clone(), path_of(&r.target));
+            let key = (r.method.to_string(), path_of(&r.target));
             by_route.entry(key).or_default().push(Recorded {
                 case: id,
                 body: value::decode(&ct, &raw).0,
@@ -108,7 +108,7 @@ impl Playback {
         }
         let mut case = Case::new(CaseData::Http(corpora::HttpExchange {
             request: corpora::HttpRequest {
-                method: req.method.clone(),
+                method: req.method.as_str().into(),
                 target: req.path.clone(),
                 headers,
                 body: req.body.into(),
@@ -429,7 +429,7 @@ pub fn miss_diff(line: &str) -> Result<(Case, crate::diff::CaseDiff), String> {
     }
     let case = Case::new(CaseData::Http(corpora::HttpExchange {
         request: corpora::HttpRequest {
-            method,
+            method: method.into(),
             target: path,
             headers,
             body: body.into(),

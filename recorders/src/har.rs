@@ -124,9 +124,9 @@ fn entry(e: &Value) -> Result<Case, String> {
     request_headers.retain(|h| !h.0.starts_with(':'));
     let body = req.get("postData").and_then(|p| p.get("text")).and_then(Value::as_str).unwrap_or("");
     let request = HttpRequest {
-        method: method.to_string(),
+        method: method.into(),
         target,
-        version: version.to_string(),
+        version: version.into(),
         headers: request_headers,
         body: Blob(body.as_bytes().to_vec()),
         trailers: Vec::new(),
@@ -149,9 +149,9 @@ fn entry(e: &Value) -> Result<Case, String> {
             let mut hs = decoded_form(headers(r.get("headers")));
             hs.retain(|h| !h.0.starts_with(':'));
             Some(HttpResponse {
-                version: version.to_string(),
+                version: version.into(),
                 status,
-                reason: r.get("statusText").and_then(Value::as_str).unwrap_or("").to_string(),
+                reason: r.get("statusText").and_then(Value::as_str).unwrap_or("").into(),
                 headers: hs,
                 body: Blob(data),
                 trailers: Vec::new(),

@@ -11,7 +11,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use corpora::{Blob, ChunkMark, Flag, Header, HttpExchange, HttpRequest, HttpResponse};
+use corpora::{Blob, ChunkMark, Flag, Header, HttpExchange, HttpRequest, HttpResponse, Name};
 
 use crate::tcp::{Origin, Side};
 
@@ -272,16 +272,16 @@ fn find_start(b: &[u8], request: bool) -> Option<usize> {
 
 /// `HTTP/1.x` as parsed (httparse knows only 0 and 1), without the formatting machinery: this
 /// runs twice per exchange on the parsing thread.
-fn http_version(minor: Option<u8>) -> String {
+fn http_version(minor: Option<u8>) -> Name {
     match minor {
-        Some(0) => "HTTP/1.0".to_string(),
-        Some(m) if m != 1 => format!("HTTP/1.{m}"),
-        _ => "HTTP/1.1".to_string(),
+        Some(0) => Name::const_new("HTTP/1.0"),
+        Some(m) if m != 1 => compact_str::format_compact!("HTTP/1.{m}"),
+        _ => Name::const_new("HTTP/1.1"),
     }
 }
 
 fn headers(list: &[httparse::Header<'_>]) -> Vec<Header> {
-    list.iter().map(|h| Header(h.name.to_string(), Blob(h.value.to_vec()))).collect()
+    list.iter().map(|h| Header(Name::from(h.name), Blob(h.value.to_vec()))).collect()
 }
 
 fn header<'a>(list: &'a [Header], name: &str) -> Option<&'a [u8]> {
@@ -594,7 +594,7 @@ impl HttpConn {
                 Err(_) => return Err(()),
             };
             let request = HttpRequest {
-                method: req.method.unwrap_or_default().to_string(),
+                method: req.method.unwrap_or_default().into(),
                 target: req.path.unwrap_or_default().to_string(),
                 version: http_version(req.version),
                 headers: headers(req.headers),
@@ -627,7 +627,7 @@ impl HttpConn {
             let response = HttpResponse {
                 version: http_version(resp.version),
                 status,
-                reason: resp.reason.unwrap_or_default().to_string(),
+                reason: resp.reason.unwrap_or_default().into(),
                 headers: headers(resp.headers),
                 body: Blob::default(),
                 trailers: Vec::new(),
@@ -847,7 +847,7 @@ fn consume_body(
                                 } else if let Some(colon) = text.iter().position(|&c| c == b':') {
                                     let name = String::from_utf8_lossy(&text[..colon]).trim().to_string();
                                     let value = text[colon + 1..].trim_ascii().to_vec();
-                                    let t = Header(name, Blob(value));
+                                    let t = Header(name.into(), Blob(value));
                                     if is_request {
                                         msg.request.as_mut().expect("request").trailers.push(t);
                                     } else {

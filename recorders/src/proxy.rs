@@ -699,9 +699,9 @@ async fn handle(
     let (mut parts, body) = req.into_parts();
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     let request = HttpRequest {
-        method: parts.method.as_str().to_string(),
+        method: parts.method.as_str().into(),
         target: path_and_query.clone(),
-        version: version_name(parts.version).to_string(),
+        version: version_name(parts.version).into(),
         // What the client said to the proxy itself (its token) is not part of the exchange.
         headers: recorded_headers(&parts.headers, |n| {
             n == TOKEN_HEADER || n == http::header::PROXY_AUTHORIZATION
@@ -746,9 +746,9 @@ async fn handle(
             {
                 let mut c = capture.lock().unwrap();
                 c.response = Some(HttpResponse {
-                    version: version_name(parts.version).to_string(),
+                    version: version_name(parts.version).into(),
                     status: parts.status.as_u16(),
-                    reason: parts.status.canonical_reason().unwrap_or("").to_string(),
+                    reason: parts.status.canonical_reason().unwrap_or("").into(),
                     // The body is recorded with its transfer coding removed (its content coding
                     // kept), so the header that described the framing is not kept either.
                     headers: recorded_headers(&parts.headers, |n| n == http::header::TRANSFER_ENCODING),

@@ -401,13 +401,13 @@ impl Redactor {
             if !scanned(i, h) {
                 // A name is lowered (allocated) only when it is reported.
                 h.1 = Blob(self.placeholder(h.1.as_bytes()).into_bytes());
-                changed.push(h.0.to_ascii_lowercase());
+                changed.push(h.0.as_str().to_ascii_lowercase());
             } else if each
                 && let Ok(text) = std::str::from_utf8(h.1.as_bytes())
                 && let Some(r) = self.redact_text(text)
             {
                 h.1 = Blob(r.into_bytes());
-                changed.push(h.0.to_ascii_lowercase());
+                changed.push(h.0.as_str().to_ascii_lowercase());
             }
         }
         changed
@@ -594,7 +594,7 @@ impl Redactor {
         };
         let headers = |prefix: &str, hs: &[Header], found_h: &mut Vec<(String, String)>| {
             for h in hs {
-                let name = h.0.to_ascii_lowercase();
+                let name = h.0.as_str().to_ascii_lowercase();
                 if self.headers.contains(&name) && !h.1.as_bytes().starts_with(b"[redacted:") {
                     found_h.push((format!("{prefix} header {}", h.0), "a value in a secret header".into()));
                 }
@@ -916,12 +916,12 @@ mod tests {
             let listed = r.headers.iter().any(|n| n.eq_ignore_ascii_case(&h.0));
             if listed && !h.1.as_bytes().starts_with(b"[redacted:") {
                 h.1 = Blob(r.placeholder(h.1.as_bytes()).into_bytes());
-                changed.push(h.0.to_ascii_lowercase());
+                changed.push(h.0.as_str().to_ascii_lowercase());
             } else if let Ok(text) = std::str::from_utf8(h.1.as_bytes())
                 && let Some(out) = r.redact_text(text)
             {
                 h.1 = Blob(out.into_bytes());
-                changed.push(h.0.to_ascii_lowercase());
+                changed.push(h.0.as_str().to_ascii_lowercase());
             }
         }
         changed

@@ -609,4 +609,13 @@ mod tests {
             "capture spans 0.000 s: 2026-11-21T15:03:55.120Z to 2026-11-21T15:03:55.120Z"
         );
     }
+
+    /// `record pcap` and `record live` run with transparent huge pages off (see `small_pages`):
+    /// the flag is set for the process (Linux 3.15 and later have it).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_recorders_turn_huge_pages_off() {
+        super::small_pages();
+        assert_eq!(rustix::thread::transparent_huge_pages_are_disabled().ok(), Some(true));
+    }
 }

@@ -845,9 +845,9 @@ fn consume_body(
                                 if count >= MAX_FIELDS {
                                     // Kept in the raw body, not parsed further.
                                 } else if let Some(colon) = text.iter().position(|&c| c == b':') {
-                                    let name = String::from_utf8_lossy(&text[..colon]).trim().to_string();
+                                    let name = Name::from(String::from_utf8_lossy(&text[..colon]).trim());
                                     let value = text[colon + 1..].trim_ascii().to_vec();
-                                    let t = Header(name.into(), Blob(value));
+                                    let t = Header(name, Blob(value));
                                     if is_request {
                                         msg.request.as_mut().expect("request").trailers.push(t);
                                     } else {

@@ -80,7 +80,12 @@ fn parse_kind(s: &str) -> Result<CaseKind, String> {
     CaseKind::from_name(s).ok_or_else(|| format!("unknown kind {s:?}: expected http, packet or message"))
 }
 
-pub fn run(dir: Option<PathBuf>, action: CorpusAction, ui: &Ui) -> anyhow::Result<i32> {
+pub fn run(
+    dir: Option<PathBuf>,
+    config: Option<&Path>,
+    action: CorpusAction,
+    ui: &Ui,
+) -> anyhow::Result<i32> {
     let dir = dir.ok_or_else(|| anyhow!("no corpus given: pass --corpus DIR or set REPLAY_CORPUS"))?;
     match action {
         CorpusAction::Stats { json } => stats(&dir, json, ui),
@@ -88,7 +93,7 @@ pub fn run(dir: Option<PathBuf>, action: CorpusAction, ui: &Ui) -> anyhow::Resul
         CorpusAction::Show { id } => show(&dir, &id, ui),
         CorpusAction::Verify => verify(&dir, ui),
         CorpusAction::Export { format, out } => export(&dir, format, out.as_deref(), ui),
-        CorpusAction::Scan => scan(&dir, ui),
+        CorpusAction::Scan => scan(&dir, config, ui),
         CorpusAction::Import { files } => import(&dir, &files, ui),
         CorpusAction::Compact => compact(&dir, ui),
     }
@@ -448,10 +453,11 @@ fn export(dir: &Path, format: ExportFormat, out: Option<&Path>, ui: &Ui) -> anyh
     Ok(ui.exit_code())
 }
 
-fn scan(dir: &Path, ui: &Ui) -> anyhow::Result<i32> {
+fn scan(dir: &Path, config: Option<&Path>, ui: &Ui) -> anyhow::Result<i32> {
     let corpus = open(dir)?;
-    // The key does not matter for finding secrets; only placeholders are recognised.
-    let r = recorders::redact::Redactor::new([0; 32], &recorders::redact::RedactRules::default())?;
+    // The rules of `[redact]`, so that a configured pattern or header counts; the key does not
+    // matter for finding secrets (placeholders are recognised by their shape).
+    let r = crate::record_cmd::redactor_with_key(config, [0; 32])?;
     let mut out = io::stdout().lock();
     let (mut cases, mut findings) = (0u64, 0u64);
     for_each_case(&corpus, ui, "scanning", |case| {

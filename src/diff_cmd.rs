@@ -469,13 +469,14 @@ pub fn serve(config: Option<&Path>, args: ServeArgs, ui: &Ui) -> anyhow::Result<
     let corpus = corpora::Corpus::open(&dir).with_context(|| format!("opening corpus {}", dir.display()))?;
     let rules = cfg.as_ref().map(Config::rules).unwrap_or_default();
     let misses = match &args.misses {
-        Some(p) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("opening {}", p.display()))?,
-        ),
+        Some(p) => {
+            let mut o = std::fs::OpenOptions::new();
+            o.create(true).append(true);
+            // It holds request bodies, as a corpus does: owner-only, as corpus files are.
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+            Some(o.open(p).with_context(|| format!("opening {}", p.display()))?)
+        }
         None => None,
     };
     if let Some(s) = args.speed

@@ -127,7 +127,7 @@ pub fn main() -> i32 {
 
 fn run(cli: Cli, ui: &Ui) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Corpus { corpus, action } => corpus_cmd::run(corpus, action, ui),
+        Command::Corpus { corpus, action } => corpus_cmd::run(corpus, cli.config.as_deref(), action, ui),
         Command::Record { action } => record_cmd::run(cli.config.as_deref(), action, ui),
         Command::Targets => run_cmd::targets(cli.config.as_deref(), ui),
         Command::Run(args) => run_cmd::run(cli.config.as_deref(), args, ui),

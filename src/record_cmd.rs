@@ -223,12 +223,17 @@ pub fn run(config: Option<&Path>, action: RecordAction, ui: &Ui) -> anyhow::Resu
 /// The redactor of every recorder: the defaults plus `[redact]` of replay.toml (the one named
 /// by --config, else the working directory's, if any), keyed by the machine's redaction key.
 pub(crate) fn redactor(config: Option<&Path>) -> anyhow::Result<Redactor> {
+    let key = recorders::redact::key().context("failed to read the redaction key")?;
+    redactor_with_key(config, key)
+}
+
+/// The redactor of `[redact]` in the configuration (found as usual) with `key`.
+pub(crate) fn redactor_with_key(config: Option<&Path>, key: [u8; 32]) -> anyhow::Result<Redactor> {
     let path = config.map(Path::to_path_buf).or_else(|| harness::Config::find(Path::new(".")));
     let cfg = match &path {
         Some(p) => Some(harness::Config::load(p)?),
         None => None,
     };
-    let key = recorders::redact::key().context("failed to read the redaction key")?;
     let Some(cfg) = cfg else {
         return Ok(Redactor::new(key, &RedactRules::default())?);
     };
@@ -237,6 +242,7 @@ pub(crate) fn redactor(config: Option<&Path>) -> anyhow::Result<Redactor> {
         headers: r.headers.clone(),
         json_paths: r.json_paths.iter().map(|(p, _)| p.clone()).collect(),
         patterns: r.patterns.iter().map(|(p, _)| p.clone()).collect(),
+        query: r.query.clone(),
     };
     Redactor::new(key, &rules).map_err(|e| {
         let (bad, list) = match &e {

@@ -133,6 +133,63 @@ pub fn decoded(headers: &[Header], raw: &[u8]) -> Result<Vec<u8>, BodyError> {
     decode_content(&body, header(headers, "content-encoding"))
 }
 
+/// As much of a body as decodes, for one that [`decoded`] refuses: cut short (a capture that
+/// lost its end, a body cut at a size cap) or damaged part way, it gives what its codings
+/// yield before the cut or the damage, at most [`MAX_DECODED`] bytes. A coding this build
+/// does not decode gives nothing. Redaction and the secret scan read such bodies through here.
+pub fn decoded_prefix(headers: &[Header], raw: &[u8]) -> Vec<u8> {
+    let mut data = if is_chunked(headers) { dechunk_prefix(raw) } else { raw.to_vec() };
+    let Some(ce) = header(headers, "content-encoding") else { return data };
+    for coding in ce.split(',').map(str::trim).filter(|c| !c.is_empty()).rev() {
+        data = match coding.to_ascii_lowercase().as_str() {
+            "identity" => data,
+            "gzip" | "x-gzip" => inflate_prefix(flate2::read::MultiGzDecoder::new(&data[..])),
+            "br" => inflate_prefix(brotli_decompressor::Decompressor::new(&data[..], 64 << 10)),
+            "deflate" => {
+                let z = inflate_prefix(flate2::read::ZlibDecoder::new(&data[..]));
+                if z.is_empty() { inflate_prefix(flate2::read::DeflateDecoder::new(&data[..])) } else { z }
+            }
+            _ => return Vec::new(),
+        };
+    }
+    data
+}
+
+/// What a decoder yields before its input ends or turns out damaged (`read_to_end` keeps
+/// what it read before an error).
+fn inflate_prefix(r: impl Read) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = r.take(MAX_DECODED as u64).read_to_end(&mut out);
+    out
+}
+
+/// [`dechunk`] up to the first fault: the whole chunks before it and what there is of the
+/// chunk it cuts.
+fn dechunk_prefix(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(line_end) = find_crlf(raw, at) {
+        let size_text = raw[at..line_end].split(|&b| b == b';').next().unwrap_or_default();
+        let Some(size) =
+            std::str::from_utf8(size_text).ok().and_then(|t| usize::from_str_radix(t.trim(), 16).ok())
+        else {
+            break;
+        };
+        at = line_end + 2;
+        if size == 0 {
+            break;
+        }
+        let want = size.min(MAX_DECODED - out.len());
+        let end = at.saturating_add(want).min(raw.len());
+        out.extend_from_slice(&raw[at..end]);
+        if end - at < size || out.len() >= MAX_DECODED || raw.get(end..end + 2) != Some(b"\r\n") {
+            break;
+        }
+        at = end + 2;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -167,5 +224,33 @@ mod tests {
         assert!(matches!(decode_content(b"x", Some("zstd")), Err(BodyError::Unsupported(_))));
         assert!(matches!(decode_content(b"not brotli at all", Some("br")), Err(BodyError::Corrupt { .. })));
         assert!(matches!(decode_content(b"not gzip", Some("gzip")), Err(BodyError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn the_prefix_of_a_cut_or_damaged_body_decodes_as_far_as_it_goes() {
+        let hs = |pairs: &[(&str, &str)]| pairs.iter().map(|(n, v)| Header::new(*n, *v)).collect::<Vec<_>>();
+        let text: Vec<u8> =
+            (0..20_000u32).flat_map(|i| format!("line {i} of the body\n").into_bytes()).collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&text).unwrap();
+        let gz = gz.finish().unwrap();
+        let gzip = hs(&[("Content-Encoding", "gzip")]);
+        // Cut at half: `decoded` refuses it, the prefix is the start of the text.
+        let cut = &gz[..gz.len() / 2];
+        assert!(decoded(&gzip, cut).is_err());
+        let p = decoded_prefix(&gzip, cut);
+        assert!(p.len() > text.len() / 4, "{} of {}", p.len(), text.len());
+        assert_eq!(&p[..], &text[..p.len()]);
+        // Whole, it is the whole text.
+        assert_eq!(decoded_prefix(&gzip, &gz), text);
+        // Chunked, cut inside the second chunk: the first and what there is of the second.
+        let chunked = hs(&[("Transfer-Encoding", "chunked")]);
+        assert_eq!(decoded_prefix(&chunked, b"3\r\nabc\r\n5\r\nde"), b"abcde");
+        assert_eq!(decoded_prefix(&chunked, b"3\r\nabc\r\nzz\r\nxyz"), b"abc");
+        assert_eq!(decoded_prefix(&chunked, b"3\r\nabc\r\n0\r\n\r\n"), b"abc");
+        // A chunk size past any length does not overflow.
+        assert_eq!(decoded_prefix(&chunked, b"ffffffffffffffff\r\nab"), b"ab");
+        // A coding this build does not decode gives nothing.
+        assert!(decoded_prefix(&hs(&[("Content-Encoding", "zstd")]), b"(\xb5/\xfd").is_empty());
     }
 }

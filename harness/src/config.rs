@@ -284,6 +284,8 @@ struct RawRedact {
     json_paths: Vec<toml::Spanned<String>>,
     #[serde(default)]
     patterns: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    query: Vec<String>,
 }
 
 /// The `[redact]` table: what recorders redact beyond their defaults. The recorders check the
@@ -296,6 +298,8 @@ pub struct RedactConfig {
     pub json_paths: Vec<(String, usize)>,
     /// Regular expressions for secrets in text, with their lines.
     pub patterns: Vec<(String, usize)>,
+    /// More query parameter names whose values are redacted in request targets.
+    pub query: Vec<String>,
 }
 
 /// The rules table as written: `[diff]` in replay.toml, `[rules]` in a scenario.
@@ -506,6 +510,7 @@ impl Config {
             headers: raw.redact.headers,
             json_paths: lined(raw.redact.json_paths),
             patterns: lined(raw.redact.patterns),
+            query: raw.redact.query,
         };
         Ok(Config {
             path: path.to_path_buf(),

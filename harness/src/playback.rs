@@ -54,6 +54,8 @@ struct Incoming {
     method: String,
     path: String,
     content_type: String,
+    /// `Content-Encoding`, when the client compressed its body.
+    content_encoding: String,
     body: Vec<u8>,
 }
 
@@ -101,10 +103,12 @@ impl Playback {
     }
 
     fn prepare(&self, req: Incoming) -> Incoming {
-        let Some(hook) = &self.hook else { return req };
         let mut headers = Vec::new();
         if !req.content_type.is_empty() {
             headers.push(corpora::Header::new("Content-Type", req.content_type.clone()));
+        }
+        if !req.content_encoding.is_empty() {
+            headers.push(corpora::Header::new("Content-Encoding", req.content_encoding.clone()));
         }
         let mut case = Case::new(CaseData::Http(corpora::HttpExchange {
             request: corpora::HttpRequest {
@@ -116,11 +120,15 @@ impl Playback {
             },
             ..corpora::HttpExchange::default()
         }));
-        hook(&mut case);
+        if let Some(hook) = &self.hook {
+            hook(&mut case);
+        }
         let CaseData::Http(x) = case.into_data() else { unreachable!("an HTTP case stays one") };
         let r = x.request;
+        // Decoded as the recorded side is (a compressed request body matches its recording),
+        // with the target as the hook left it (credential query parameters redacted).
         let body = body::decoded(&r.headers, r.body.as_bytes()).unwrap_or_else(|_| r.body.0.clone());
-        Incoming { body, ..req }
+        Incoming { body, path: r.target, content_encoding: String::new(), ..req }
     }
 
     /// How many recorded exchanges can be played back.
@@ -216,6 +224,12 @@ impl Playback {
             content_type: parts
                 .headers
                 .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string(),
+            content_encoding: parts
+                .headers
+                .get(http::header::CONTENT_ENCODING)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string(),

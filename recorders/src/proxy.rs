@@ -358,7 +358,18 @@ impl Bound {
         let stop = self.opts.stop_after.map(|n| (n, enough.clone()));
         let writer_thread = std::thread::Builder::new()
             .name("replay-proxy-writer".into())
-            .spawn(move || write_loop(&mb, writer, &redactor, &wc, interval, stop))
+            .spawn(move || {
+                // However the loop ends (a panic included), the box closes: workers posting
+                // into it get their cases back instead of waiting for room for ever.
+                struct CloseOnDrop(Arc<Mailbox<Finished>>);
+                impl Drop for CloseOnDrop {
+                    fn drop(&mut self) {
+                        self.0.close();
+                    }
+                }
+                let _close = CloseOnDrop(mb.clone());
+                write_loop(&mb, writer, &redactor, &wc, interval, stop)
+            })
             .map_err(ProxyError::Start)?;
         let upstream_url = self.upstream.url();
         // One single-threaded runtime per core, each owning its connections and its pool of
@@ -597,6 +608,36 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     }
 }
 
+/// The content codings redaction can see through (see `corpora::body`).
+const DECODABLE: &[&str] = &["gzip", "x-gzip", "deflate", "br", "identity"];
+
+/// Offers the upstream only codings the recorder decodes: a body in any other (`zstd`) could
+/// not be checked for secrets and would be withheld from the corpus. `*` and the rest are
+/// dropped; with nothing left, `identity`.
+fn accept_only_decodable(headers: &mut HeaderMap) {
+    use http::header::ACCEPT_ENCODING;
+    if !headers.contains_key(ACCEPT_ENCODING) {
+        return;
+    }
+    let kept: Vec<String> = headers
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| {
+            let coding = t.split(';').next().unwrap_or("").trim();
+            DECODABLE.iter().any(|c| c.eq_ignore_ascii_case(coding))
+        })
+        .map(str::to_string)
+        .collect();
+    headers.remove(ACCEPT_ENCODING);
+    let value = if kept.is_empty() { "identity".to_string() } else { kept.join(", ") };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(ACCEPT_ENCODING, v);
+    }
+}
+
 fn connection_listed(headers: &HeaderMap) -> Vec<String> {
     headers
         .get_all(http::header::CONNECTION)
@@ -739,6 +780,7 @@ async fn handle(
     parts.uri = uri;
     parts.extensions = http::Extensions::new();
     strip_hop_by_hop(&mut parts.headers, true);
+    accept_only_decodable(&mut parts.headers);
     let up = Request::from_parts(parts, Tee::new(body, capture.clone(), Side::Request));
     match sh.client.send(up).await {
         Ok(resp) => {
@@ -1048,7 +1090,19 @@ fn write_loop(
                         stop_after = None;
                     }
                     let mut data = f.data;
-                    let redacted = redactor.data(&mut data);
+                    // A panic while redacting leaves the case half redacted: it is not written.
+                    let redacted = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        redactor.data(&mut data)
+                    })) {
+                        Ok(r) => r,
+                        Err(_) => {
+                            bump(&counters.write_errors);
+                            eprintln!(
+                                "warning: an exchange not recorded: redacting it failed (a bug: please report it)"
+                            );
+                            continue;
+                        }
+                    };
                     let mut case = Case::new(data).with_source(f.source).with_time_ns(f.time_ns);
                     let repeat = repeats.number(&writer, case.id());
                     if repeat > 0 {

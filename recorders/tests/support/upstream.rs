@@ -232,6 +232,28 @@ async fn route(
                 .body(full(gz.finish().unwrap()))
                 .unwrap()
         }
+        ("GET", "/gzip-large") => {
+            // The secret first, then ~200 KB that does not compress: past a 64 KiB cap, the
+            // recording holds a gzip stream cut short.
+            use std::io::Write;
+            let mut x = 0x2545_f491_u32;
+            let filler: String = (0..200_000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    (b'a' + (x % 26) as u8) as char
+                })
+                .collect();
+            let json = format!("{{\"owner\":\"{secret}\",\"filler\":\"{filler}\"}}");
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(json.as_bytes()).unwrap();
+            Response::builder()
+                .header("content-type", "application/json")
+                .header("content-encoding", "gzip")
+                .body(full(gz.finish().unwrap()))
+                .unwrap()
+        }
         ("GET", "/chunked") => {
             let (tx, rx) = tokio::sync::mpsc::channel(4);
             let parts =

@@ -446,10 +446,13 @@ pub struct ServeArgs {
     /// Where to listen (loopback by default).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     pub listen: String,
-    /// Replay streamed responses with their recorded chunk timing scaled by X (2 = twice as
-    /// fast); without it, chunks go out as fast as possible.
-    #[arg(long, value_name = "X")]
-    pub speed: Option<f64>,
+    /// Stream recorded responses with their recorded chunk timing scaled by X (2 = twice as
+    /// fast, 0.5 = half as fast); by default at the recorded pace.
+    #[arg(long, value_name = "X", default_value_t = 1.0, conflicts_with = "fast")]
+    pub speed: f64,
+    /// Send every chunk as fast as possible, ignoring the recorded timing.
+    #[arg(long)]
+    pub fast: bool,
     /// Append each request that matched nothing to this file (JSON lines).
     #[arg(long, value_name = "FILE")]
     pub misses: Option<PathBuf>,
@@ -479,7 +482,8 @@ pub fn serve(config: Option<&Path>, args: ServeArgs, ui: &Ui) -> anyhow::Result<
         }
         None => None,
     };
-    if let Some(s) = args.speed
+    let speed = (!args.fast).then_some(args.speed);
+    if let Some(s) = speed
         && !(s.is_finite() && s > 0.0)
     {
         bail!("--speed {s}: must be a positive number");
@@ -495,7 +499,7 @@ pub fn serve(config: Option<&Path>, args: ServeArgs, ui: &Ui) -> anyhow::Result<
     });
     let redactor = crate::record_cmd::redactor(config)?;
     let playback = Arc::new(
-        harness::playback::Playback::new(cases, rules, args.speed, misses)
+        harness::playback::Playback::new(cases, rules, speed, misses)
             .with_request_hook(Box::new(move |case| redactor.case(case))),
     );
     let listener =

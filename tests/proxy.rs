@@ -120,17 +120,8 @@ fn recorded_traffic_plays_back_the_same_and_a_changed_request_is_a_reported_miss
 
     // ...is what it sees from the played-back upstream, without the real one.
     let misses = tmp.path().join("misses.jsonl");
-    let (mut serve, saddr, _o) = spawn(&[
-        "serve",
-        "--corpus",
-        s(&corpus),
-        "--listen",
-        "127.0.0.1:0",
-        "--misses",
-        s(&misses),
-        "--speed",
-        "1",
-    ]);
+    let (mut serve, saddr, _o) =
+        spawn(&["serve", "--corpus", s(&corpus), "--listen", "127.0.0.1:0", "--misses", s(&misses)]);
     drop(up);
     let played = rt.block_on(traffic(format!("http://{saddr}"), true));
     for (r, p) in recorded.iter().zip(&played) {
@@ -166,6 +157,11 @@ fn recorded_traffic_plays_back_the_same_and_a_changed_request_is_a_reported_miss
     assert!(why["miss"]["closest_case"].is_string());
     let lines = std::fs::read_to_string(&misses).unwrap();
     assert_eq!(lines.lines().count(), 1, "{lines}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&misses).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the misses file holds request bodies: owner only, like the corpus");
+    }
     assert!(!lines.contains(KEY), "the misses file is redacted like the corpus: {lines}");
     // `replay diff --misses` reports it as a cluster of its own.
     let out = replay()
@@ -189,6 +185,85 @@ fn recorded_traffic_plays_back_the_same_and_a_changed_request_is_a_reported_miss
         })
         .collect();
     assert_eq!(sigs, ["changed $.upstream_request.body.prompt"], "{report}");
+
+    // `--speed 2` plays the stream in about half the recorded time; `--fast` at once.
+    let stream_span = |extra: &[&str]| {
+        let mut args = vec!["serve", "--corpus", s(&corpus), "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let (mut serve, saddr, _o) = spawn(&args);
+        let got = rt
+            .block_on(send(
+                &client(false),
+                "POST",
+                &format!("http://{saddr}/v1/stream"),
+                &headers,
+                "{\"stream\":true}",
+            ))
+            .unwrap();
+        signal(&serve, "-TERM");
+        let _ = serve.wait();
+        assert_eq!(got.headers["x-replay-playback"], "hit");
+        span(&got.frames)
+    };
+    let twice = stream_span(&["--speed", "2"]);
+    assert!(twice >= expected * 4 / 10 && twice < expected * 8 / 10, "--speed 2: {twice:?} of {expected:?}");
+    let fast = stream_span(&["--fast"]);
+    assert!(fast < expected / 4, "--fast: {fast:?}");
+}
+
+/// Playback matches a request whose body the client compressed (the recording keeps it
+/// decodable, playback decodes it too), and a request with a key in its query string (both
+/// sides redact the target the same way).
+#[test]
+fn playback_matches_compressed_request_bodies_and_redacted_query_keys() {
+    use std::io::Write;
+    let up = upstream::start(false, KEY);
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("gz");
+    let (mut proxy, addr, _out) = spawn_proxy(&up.url, s(&corpus), &[]);
+    let rt = runtime();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(b"{\"n\":1,\"prompt\":\"compressed\"}").unwrap();
+    let gz = gz.finish().unwrap();
+    let headers = [("content-type", "application/json"), ("content-encoding", "gzip")];
+    let google = "AIzaSyA0123456789abcdefghijklmnopqrstu";
+    let traffic = |base: String| {
+        let gz = gz.clone();
+        rt.block_on(async move {
+            let c = client(false);
+            let a = send(&c, "POST", &format!("{base}/echo"), &headers, gz).await.unwrap();
+            let b = send(&c, "POST", &format!("{base}/echo?key={google}"), &[], "{}").await.unwrap();
+            (a, b)
+        })
+    };
+    let (a, b) = traffic(format!("http://{addr}"));
+    assert_eq!((a.status, b.status), (200, 200));
+    signal(&proxy, "-INT");
+    assert_eq!(proxy.wait().unwrap().code(), Some(exit_codes::OK));
+    let stored: Vec<u8> = std::fs::read_dir(corpus.join("segments"))
+        .unwrap()
+        .flat_map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(!stored.windows(google.len()).any(|w| w == google.as_bytes()), "the query key reached disk");
+
+    let (mut serve, saddr, _o) = spawn(&["serve", "--corpus", s(&corpus), "--listen", "127.0.0.1:0"]);
+    drop(up);
+    let (pa, pb) = traffic(format!("http://{saddr}"));
+    signal(&serve, "-TERM");
+    let _ = serve.wait();
+    assert_eq!(
+        pa.headers.get("x-replay-playback").map(|v| v.to_str().unwrap()),
+        Some("hit"),
+        "{:?}",
+        String::from_utf8_lossy(&pa.body)
+    );
+    assert_eq!(pa.body, a.body);
+    assert_eq!(
+        pb.headers.get("x-replay-playback").map(|v| v.to_str().unwrap()),
+        Some("hit"),
+        "{:?}",
+        String::from_utf8_lossy(&pb.body)
+    );
 }
 
 /// A model answers the same prompt differently from one call to the next. The proxy keeps every

@@ -361,7 +361,11 @@ impl Reassembler {
         }
         if self.last_sweep != i64::MIN && now - self.last_sweep > 3_600_000_000_000 {
             // A jump of more than an hour is more likely one bad timestamp than an hour of
-            // silence: do not expire every flow on its word.
+            // silence: do not expire every flow on its word, but start the clock from here.
+            // After one bad stamp the next packet goes back in time and resets it (above);
+            // after a real silence the next sweep closes what has stayed idle since. (Not
+            // moving the clock here turned sweeping off for the rest of the run.)
+            self.last_sweep = now;
             return;
         }
         self.last_sweep = now;
@@ -509,31 +513,58 @@ impl<S: StreamSink> Ctx<'_, S> {
             self.drain(dir);
             return;
         }
-        // Out of order: hold it (first copy wins for a repeated start).
-        if let Some((existing, _)) = dir.pending.get(&start) {
-            let common = existing.len().min(payload.len());
-            if existing[..common] != payload[..common] {
-                self.stats.retransmission_conflicts += 1;
-                self.sink.conflict(self.conn, self.side);
-            }
-            if payload.len() <= existing.len() {
-                self.stats.retransmissions += 1;
-                return;
-            }
-            let (tail_at, existing_len) = (start + existing.len() as i64, existing.len());
-            if let std::collections::btree_map::Entry::Vacant(v) = dir.pending.entry(tail_at) {
-                let tail = payload[existing_len..].to_vec();
-                *self.buffered += held_size(&tail);
-                dir.pending_bytes += held_size(&tail);
-                v.insert((tail, snapped));
-            }
-        } else {
-            *self.buffered += held_size(payload);
-            dir.pending_bytes += held_size(payload);
-            dir.pending.insert(start, (payload.to_vec(), snapped));
-        }
+        // Out of order: hold what no held segment covers yet.
+        self.hold(dir, start, payload, snapped);
         if dir.pending_bytes > self.limits.per_flow {
             self.force_gaps(dir);
+        }
+    }
+
+    /// Holds an out-of-order segment. Held segments never overlap: where this one overlaps some,
+    /// their bytes stay (the first data wins) and a copy that differs is a conflict; only the
+    /// pieces none of them covers are held, each under its own start.
+    fn hold(&mut self, dir: &mut Dir, start: i64, payload: &[u8], snapped: u32) {
+        let end = start + payload.len() as i64;
+        // Uncovered pieces, as offsets into the stream.
+        let mut pieces: Vec<(i64, i64)> = Vec::new();
+        let mut at = start;
+        let mut differs = false;
+        let before = dir.pending.range(..start).next_back().map(|(&k, _)| k);
+        let overlapping: Vec<i64> =
+            before.into_iter().chain(dir.pending.range(start..end).map(|(&k, _)| k)).collect();
+        for k in overlapping {
+            let seg = &dir.pending[&k].0;
+            let seg_end = k + seg.len() as i64;
+            if seg_end <= at {
+                continue;
+            }
+            if k > at {
+                pieces.push((at, k));
+            }
+            let (from, to) = (k.max(at), seg_end.min(end));
+            differs |= seg[(from - k) as usize..(to - k) as usize]
+                != payload[(from - start) as usize..(to - start) as usize];
+            at = to;
+        }
+        if at < end {
+            pieces.push((at, end));
+        }
+        if differs {
+            self.stats.retransmission_conflicts += 1;
+            self.sink.conflict(self.conn, self.side);
+        }
+        if pieces.is_empty() {
+            // Every byte of it is held already.
+            self.stats.retransmissions += 1;
+            return;
+        }
+        for (from, to) in pieces {
+            let piece = payload[(from - start) as usize..(to - start) as usize].to_vec();
+            // What the capture cut off follows the segment's end, so its last piece.
+            let cut = if to == end { snapped } else { 0 };
+            *self.buffered += held_size(&piece);
+            dir.pending_bytes += held_size(&piece);
+            dir.pending.insert(from, (piece, cut));
         }
     }
 
@@ -682,6 +713,64 @@ mod tests {
         assert_eq!(r.buffered, 0);
         assert_eq!(sink.data, b"abcdefghijKLMNOPQRST");
         assert_eq!((sink.gaps, sink.conflicts), (0, 0));
+    }
+
+    /// Audit finding (session 15): a longer copy of a held segment whose tail was held too lost
+    /// the bytes past that tail.
+    #[test]
+    fn a_longer_copy_over_two_held_segments_keeps_its_new_bytes() {
+        let mut r = Reassembler::new(Limits::default());
+        let mut sink = Collect::default();
+        let o = Origin::default();
+        r.segment(&seg(100, b"a"), o, &mut sink);
+        r.segment(&seg(110, b"KLMNO"), o, &mut sink);
+        r.segment(&seg(115, b"PQRST"), o, &mut sink);
+        r.segment(&seg(110, b"KLMNOPQRSTUVWXY"), o, &mut sink);
+        r.segment(&seg(101, b"bcdefghij"), o, &mut sink);
+        assert_eq!(sink.data, b"abcdefghijKLMNOPQRSTUVWXY");
+        assert_eq!((sink.gaps, sink.conflicts, r.buffered), (0, 0, 0));
+    }
+
+    /// Audit finding (session 15): overlapping out-of-order segments. The bytes that arrived
+    /// first stay, whatever the order of the starts; the differing copy is a conflict.
+    #[test]
+    fn among_held_segments_the_first_data_wins() {
+        let mut r = Reassembler::new(Limits::default());
+        let mut sink = Collect::default();
+        let o = Origin::default();
+        r.segment(&seg(100, b"a"), o, &mut sink);
+        r.segment(&seg(110, b"KLMNOPQRST"), o, &mut sink);
+        r.segment(&seg(105, b"fghijXXXXX"), o, &mut sink); // 110..115 differ from what came first
+        r.segment(&seg(107, b"hijKLMNOPQRSTuvw"), o, &mut sink); // same bytes, and 3 new at the end
+        r.segment(&seg(101, b"bcde"), o, &mut sink);
+        assert_eq!(sink.data, b"abcdefghijKLMNOPQRSTuvw");
+        assert_eq!((sink.gaps, sink.conflicts, r.buffered), (0, 1, 0));
+    }
+
+    /// Audit finding (session 15): after one packet stamped more than an hour away (forward, or
+    /// back to 0 and forward again), idle flows were never closed again for the rest of the run.
+    #[test]
+    fn idle_flows_close_after_a_bad_timestamp() {
+        let mut r = Reassembler::new(Limits::default());
+        let mut sink = Collect::default();
+        let at =
+            |s: i64| Origin { ts_ns: 1_700_000_000_000_000_000 + s * 1_000_000_000, ..Origin::default() };
+        let other = |sport: u16, seq: u32| Tcp { src_port: sport, ..seg(seq, b"x") };
+        r.segment(&seg(100, b"idle flow"), at(0), &mut sink);
+        for (bad, label) in [(Origin { ts_ns: 0, ..Origin::default() }, "zero"), (at(7200), "two hours on")] {
+            r.segment(&other(7, 1), bad, &mut sink);
+            r.segment(&other(8, 1), at(1), &mut sink);
+            r.segment(&other(8, 2), at(2), &mut sink);
+            let _ = label;
+        }
+        // The flows stamped 0 and two hours on may close, by their stamps; the first flow,
+        // last seen at 0 s, is not idle at 2 s.
+        let before = r.stats.idle_closed;
+        assert!(r.flows.len() >= 2, "the first flow and port 8's are open");
+        // 200 s on, past the 120 s limit: the first flow and port 8's close as idle.
+        r.segment(&other(9, 1), at(200), &mut sink);
+        r.segment(&other(9, 2), at(202), &mut sink);
+        assert!(r.stats.idle_closed >= before + 2, "{before} then {:?}", r.stats);
     }
 
     /// Review finding: after a gap, a late copy of the missing bytes was compared with stale

@@ -386,7 +386,14 @@ fn pcap(
         let (src, total, name): (Box<dyn Read>, u64, String) = if path.as_os_str() == "-" {
             (Box::new(io::stdin().lock()), 0, "<stdin>".to_string())
         } else {
-            let f = File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+            let f = match File::open(path) {
+                Ok(f) => f,
+                Err(e) => {
+                    // Not the end of the run: the inputs before and after it still count.
+                    recorder.unreadable(&path.display().to_string(), &e);
+                    continue;
+                }
+            };
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
             (Box::new(f), len, path.display().to_string())
         };
@@ -462,6 +469,16 @@ fn finish(
                 l.received, l.interface, l.dropped_by_kernel, l.dropped_by_interface, l.stopped_by
             );
         }
+    }
+    for w in &stats.warnings {
+        eprintln!("warning: {w}");
+    }
+    let counted: u64 = stats.capture_warnings.values().sum();
+    if counted > stats.warnings.len() as u64 {
+        eprintln!(
+            "warning: {} more warnings, counted by reason in the summary",
+            counted - stats.warnings.len() as u64
+        );
     }
     for e in &stats.errors {
         eprintln!("error: {e}; every packet before it was recorded");

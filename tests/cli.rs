@@ -355,6 +355,34 @@ fn record_pcap_from_stdin_and_a_damaged_file() {
     assert!(text(&res.stdout).contains("exchanges"), "the summary still prints");
     let ls = text(&replay(&["corpus", "ls", "-c", s(&out2), "--kind", "http"]).stdout);
     assert!(ls.contains("GET /download/CHANGES.bro-aux.txt"), "what came before is kept: {ls}");
+
+    // An input that does not open is an error in the accounting, not the end of the run: the
+    // inputs before and after it are recorded (audit finding: the cases before it were lost).
+    let good = tmp.path().join("good.pcap");
+    fs::write(&good, &capture).unwrap();
+    let missing = tmp.path().join("missing.pcap");
+    let out3 = tmp.path().join("c3");
+    let res = replay(&["record", "pcap", s(&good), s(&missing), "--out", s(&out3)]);
+    assert_eq!(res.status.code(), Some(exit_codes::INPUT_ERROR));
+    assert!(text(&res.stderr).contains("missing.pcap: cannot be read"), "{}", text(&res.stderr));
+    let ls = text(&replay(&["corpus", "ls", "-c", s(&out3), "--kind", "http"]).stdout);
+    assert!(ls.contains("GET /download/CHANGES.bro-aux.txt -> 200"), "{ls}");
+    let stats = fs::read_to_string(out3.join("manifest.json")).unwrap();
+    assert!(stats.contains("missing.pcap: cannot be read"), "the manifest's stats name it: {stats}");
+
+    // A warning (records longer than a snap length of 20) names file, offset and packet too.
+    let mut snapped = capture.clone();
+    snapped[16..20].copy_from_slice(&20u32.to_le_bytes());
+    let short = tmp.path().join("short.pcap");
+    fs::write(&short, &snapped).unwrap();
+    let res = replay(&["record", "pcap", s(&short), "--out", s(&tmp.path().join("c4"))]);
+    assert_eq!(res.status.code(), Some(exit_codes::OK), "{}", text(&res.stderr));
+    assert!(
+        text(&res.stderr).contains("warning: ")
+            && text(&res.stderr).contains("short.pcap: offset 24, packet 1: "),
+        "{}",
+        text(&res.stderr)
+    );
 }
 
 fn replay_in(dir: &Path, args: &[&str]) -> Output {

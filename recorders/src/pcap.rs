@@ -120,9 +120,15 @@ pub struct Stats {
     pub other: BTreeMap<&'static str, u64>,
     /// Problems in the capture files that reading survived, by reason.
     pub capture_warnings: BTreeMap<&'static str, u64>,
+    /// The first [`WARNINGS_KEPT`] of them in full: file, byte offset, packet number, what.
+    pub warnings: Vec<String>,
     /// Problems that stopped reading a file (every packet before them was kept).
     pub errors: Vec<String>,
 }
+
+/// How many warnings are kept in full (the rest are counted by reason): enough to find each
+/// kind of damage, bounded whatever the capture.
+pub const WARNINGS_KEPT: usize = 20;
 
 /// Packets of a TCP connection not yet known to be HTTP or not.
 struct Held {
@@ -276,6 +282,11 @@ impl Recorder {
                 Ok(Some(CaptureEvent::Packet(p))) => self.packet(&p)?,
                 Ok(Some(CaptureEvent::Warning(w))) => {
                     *self.stats.capture_warnings.entry(w.reason).or_default() += 1;
+                    if self.stats.warnings.len() < WARNINGS_KEPT {
+                        self.stats
+                            .warnings
+                            .push(format!("{name}: offset {}, packet {}: {}", w.offset, w.packet, w.message));
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -289,6 +300,13 @@ impl Recorder {
 
     fn error(&mut self, e: CaptureError) {
         self.stats.errors.push(e.to_string());
+    }
+
+    /// An input that could not be read at all (it does not open): an error in the accounting
+    /// like any other, and the run goes on with the next input, keeping every case so far.
+    pub fn unreadable(&mut self, name: &str, why: &dyn std::fmt::Display) {
+        self.stats.files.push(name.to_string());
+        self.stats.errors.push(format!("{name}: cannot be read: {why}"));
     }
 
     /// Starts a source that is not a file (a live interface): names it in the stats and cases.

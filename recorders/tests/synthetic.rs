@@ -511,6 +511,7 @@ fn pcapng_with_two_interfaces_and_their_own_resolution() {
     w.write_pcapng_block(epb).unwrap();
     // A block type nobody knows: a warning, and reading goes on.
     let mut bytes = w.into_inner();
+    let block_at = bytes.len();
     bytes.extend_from_slice(&0x0000_0F00u32.to_le_bytes());
     bytes.extend_from_slice(&16u32.to_le_bytes());
     bytes.extend_from_slice(&[0xAA; 4]);
@@ -521,6 +522,14 @@ fn pcapng_with_two_interfaces_and_their_own_resolution() {
     assert_eq!(stats.last_ns, Some(T0 + 5000), "interface 1 counts in microseconds");
     assert_eq!(stats.udp, 1);
     assert_eq!(stats.capture_warnings.get("unknown_block"), Some(&1));
+    // The warning itself names the file, the byte offset and the packet number.
+    assert_eq!(
+        stats.warnings,
+        [format!(
+            "test.pcap: offset {block_at}, packet {}: pcapng block of unknown type 0xf00 skipped",
+            stats.packets + 1
+        )]
+    );
 }
 
 #[test]
@@ -558,6 +567,7 @@ fn bad_input_names_the_offset_and_packet_and_keeps_what_came_before() {
     let (stats, _) = record(long);
     assert_eq!(stats.packets, 1);
     assert_eq!(stats.capture_warnings.get("record_longer_than_snaplen"), Some(&1));
+    assert!(stats.warnings[0].starts_with("test.pcap: offset 24, packet 1: "), "{:?}", stats.warnings);
 }
 
 #[test]

@@ -513,7 +513,16 @@ fn capture_span(first_ns: i64, last_ns: i64) -> String {
 }
 
 fn print_summary(s: &Stats, out: &std::path::Path, input: u64, elapsed: f64) -> io::Result<()> {
-    let mut o = io::stdout().lock();
+    write_summary(&mut io::stdout().lock(), s, out, input, elapsed)
+}
+
+fn write_summary(
+    o: &mut impl Write,
+    s: &Stats,
+    out: &std::path::Path,
+    input: u64,
+    elapsed: f64,
+) -> io::Result<()> {
     let rate = if elapsed > 0.0 { input as f64 / elapsed / 1e6 } else { 0.0 };
     let peak =
         peak_memory_kib().map(|k| format!("; peak memory {:.1} MiB", k as f64 / 1024.0)).unwrap_or_default();
@@ -565,6 +574,27 @@ fn print_summary(s: &Stats, out: &std::path::Path, input: u64, elapsed: f64) -> 
         "              {} retransmissions ({} with different bytes), {} gaps ({} bytes missing), {} resets, {} closed idle",
         t.retransmissions, t.retransmission_conflicts, t.gaps, t.bytes_missing, t.resets, t.idle_closed
     )?;
+    if t.forced_gaps > 0 {
+        writeln!(
+            o,
+            "              {} of the gaps declared early, at the out-of-order buffer bound",
+            t.forced_gaps
+        )?;
+    }
+    if t.after_fin > 0 || t.after_close > 0 {
+        writeln!(
+            o,
+            "              ignored: {} segments after their side's FIN, {} packets of connections already closed by FIN or RST",
+            t.after_fin, t.after_close
+        )?;
+    }
+    if t.unchecked_directions > 0 {
+        writeln!(
+            o,
+            "              {} directions whose retransmissions were not compared (the bound on retransmission windows)",
+            t.unchecked_directions
+        )?;
+    }
     if t.evicted > 0 {
         writeln!(
             o,
@@ -576,11 +606,16 @@ fn print_summary(s: &Stats, out: &std::path::Path, input: u64, elapsed: f64) -> 
         || s.http_bytes_skipped > 0
         || s.http_heads_dropped > 0
         || s.http_heads_incomplete > 0
+        || s.http_body_bytes_dropped > 0
     {
         writeln!(
             o,
-            "  http        {} malformed heads, {} heads cut off by their connection's end, {} over the bound on unfinished heads; {} bytes skipped",
-            s.http_malformed_heads, s.http_heads_incomplete, s.http_heads_dropped, s.http_bytes_skipped
+            "  http        {} malformed heads, {} heads cut off by their connection's end, {} over the bound on unfinished heads; {} bytes skipped; {} body bytes not kept at a size or memory bound (messages flagged)",
+            s.http_malformed_heads,
+            s.http_heads_incomplete,
+            s.http_heads_dropped,
+            s.http_bytes_skipped,
+            s.http_body_bytes_dropped
         )?;
     }
     let f = &s.ipv4_fragments;
@@ -608,6 +643,33 @@ fn print_summary(s: &Stats, out: &std::path::Path, input: u64, elapsed: f64) -> 
 
 #[cfg(test)]
 mod tests {
+    /// Audit finding: counters of what was dropped or left unchecked were in the stats record
+    /// but not in the summary a user reads. Each shows when it is not zero.
+    #[test]
+    fn the_summary_names_what_was_ignored_or_left_unchecked() {
+        let mut s = super::Stats::default();
+        s.tcp.forced_gaps = 2;
+        s.tcp.after_fin = 3;
+        s.tcp.after_close = 4;
+        s.tcp.unchecked_directions = 5;
+        s.http_body_bytes_dropped = 6;
+        let mut out = Vec::new();
+        super::write_summary(&mut out, &s, std::path::Path::new("c"), 0, 1.0).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for want in [
+            "2 of the gaps declared early",
+            "ignored: 3 segments after their side's FIN, 4 packets of connections already closed",
+            "5 directions whose retransmissions were not compared",
+            "6 body bytes not kept",
+        ] {
+            assert!(text.contains(want), "{want:?} not in\n{text}");
+        }
+        let mut quiet = Vec::new();
+        super::write_summary(&mut quiet, &super::Stats::default(), std::path::Path::new("c"), 0, 1.0).unwrap();
+        let quiet = String::from_utf8(quiet).unwrap();
+        assert!(!quiet.contains("ignored:") && !quiet.contains("not compared"), "{quiet}");
+    }
+
     use super::capture_span;
 
     #[test]

@@ -665,7 +665,8 @@ mod tests {
             assert!(text.contains(want), "{want:?} not in\n{text}");
         }
         let mut quiet = Vec::new();
-        super::write_summary(&mut quiet, &super::Stats::default(), std::path::Path::new("c"), 0, 1.0).unwrap();
+        super::write_summary(&mut quiet, &super::Stats::default(), std::path::Path::new("c"), 0, 1.0)
+            .unwrap();
         let quiet = String::from_utf8(quiet).unwrap();
         assert!(!quiet.contains("ignored:") && !quiet.contains("not compared"), "{quiet}");
     }

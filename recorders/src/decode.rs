@@ -93,6 +93,8 @@ pub struct Tcp<'a> {
     pub rst: bool,
     /// ACK flag.
     pub ack: bool,
+    /// Acknowledgment number (meaningful with `ack`).
+    pub ack_num: u32,
     /// Payload (may be shorter than on the wire if the capture cut the packet).
     pub payload: &'a [u8],
     /// Payload bytes the capture's snap length cut off.
@@ -234,6 +236,7 @@ fn tcp<'a>(src: IpAddr, dst: IpAddr, t: &TcpSlice<'a>, snapped: u32) -> Tcp<'a> 
         fin: t.fin(),
         rst: t.rst(),
         ack: t.ack(),
+        ack_num: t.acknowledgment_number(),
         payload: t.payload(),
         snapped,
     }

@@ -366,7 +366,11 @@ impl HttpConn {
                 flag(&mut p.msg, rem);
                 self.complete(side, is_request, out);
                 if missing > rem {
-                    self.parsers[idx(side)].state = State::Resync;
+                    // The hole runs past this body: the rest of it belongs to what follows,
+                    // and the next message found flags it (it may have lost its start).
+                    let p = &mut self.parsers[idx(side)];
+                    p.state = State::Resync;
+                    p.gap_before_next += missing - rem;
                 }
             }
             State::Body(Body::UntilClose) => flag(&mut p.msg, missing),

@@ -170,6 +170,12 @@ struct Dir {
 }
 
 impl Dir {
+    /// [`Dir::abs`] without moving the reference point: for acknowledgment numbers, which are
+    /// only compared, never trusted to advance the stream.
+    fn peek_abs(&self, seq: u32) -> i64 {
+        self.last_abs + i64::from(seq.wrapping_sub(self.last_seq) as i32)
+    }
+
     fn abs(&mut self, seq: u32) -> i64 {
         let abs = self.last_abs + i64::from(seq.wrapping_sub(self.last_seq) as i32);
         if abs > self.last_abs {
@@ -286,6 +292,34 @@ impl Reassembler {
         flow.last_origin = origin;
         let conn = flow.conn;
         let side = if src == flow.a { Side::A } else { Side::B };
+        if t.ack {
+            // The other side acknowledged bytes up to `ack_num`. A hole in its stream that lies
+            // before held data and before that point was received, so it is not coming: the
+            // capture lost it. A gap now, not at a buffer bound or the connection's end, and
+            // before this segment's own bytes: what follows the hole (the rest of a request)
+            // is delivered before the response that answers it.
+            let other = 1 - side.index();
+            let odir = &mut flow.dirs[other];
+            if odir.started
+                && let Some((&first, _)) = odir.pending.first_key_value()
+                && first > odir.next
+                && first <= odir.peek_abs(t.ack_num)
+                && !odir.done
+            {
+                let mut ctx = Ctx {
+                    buffered: &mut self.buffered,
+                    windows: &mut self.windows,
+                    stats: &mut self.stats,
+                    limits: self.limits,
+                    conn,
+                    side: if other == 0 { Side::A } else { Side::B },
+                    origin,
+                    sink,
+                };
+                ctx.gap(odir, first, false);
+                ctx.drain(odir);
+            }
+        }
         let dir = &mut flow.dirs[side.index()];
         if t.syn {
             dir.syn_seq.get_or_insert(t.seq);
@@ -692,6 +726,7 @@ mod tests {
             fin: false,
             rst: false,
             ack: true,
+            ack_num: 0,
             payload,
             snapped: 0,
         }

@@ -257,6 +257,31 @@ fn a_hole_flags_the_exchange_with_the_bytes_missing_and_parsing_goes_on() {
     assert_eq!((stats.tcp.gaps, stats.tcp.bytes_missing), (1, 3));
 }
 
+/// Audit finding (session 15): a hole that ran past the end of a body flagged only that body;
+/// the message found after it, which may have lost its start (here a whole response is gone,
+/// so the next one pairs with the wrong request), was not flagged.
+#[test]
+fn a_hole_past_the_end_of_a_body_flags_what_follows_it() {
+    let mut c = Conn::new(1031, 1, 1);
+    c.handshake();
+    c.send(true, b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n");
+    let (r1, r2, r3) = (ok("0123456789"), ok("second"), ok("third"));
+    c.send(false, &r1[..r1.len() - 5]);
+    let mut lost = r1[r1.len() - 5..].to_vec();
+    lost.extend_from_slice(&r2);
+    let _lost = c.seg(false, &lost);
+    c.send(false, &r3).fin();
+    let (stats, cases) = record(eth(&c.pkts));
+    let x = exchanges(&cases);
+    let by_body = |b: &[u8]| {
+        x.iter().find(|(e, _)| e.response.as_ref().is_some_and(|r| r.body.as_bytes() == b)).unwrap()
+    };
+    assert!(by_body(b"01234").1.contains(&Flag::TcpGap { bytes_missing: 5 }), "{x:?}");
+    let third = by_body(b"third");
+    assert!(third.1.contains(&Flag::TcpGap { bytes_missing: r2.len() as u64 }), "{:?}", third.1);
+    assert_eq!(stats.tcp.bytes_missing, 5 + r2.len() as u64);
+}
+
 #[test]
 fn a_reset_in_the_middle_of_a_body_keeps_what_came() {
     let mut c = Conn::new(1005, 1, 1);
@@ -530,6 +555,39 @@ fn pcapng_with_two_interfaces_and_their_own_resolution() {
             stats.packets + 1
         )]
     );
+}
+
+/// Audit finding (session 15): a segment of a request body lost by the capture left the
+/// request unfinished until the connection closed, so every later response on the connection
+/// was counted as one without a request and dropped. The server's acknowledgment past the hole
+/// now settles it as a gap at once.
+#[test]
+fn a_hole_in_a_request_body_is_settled_by_the_servers_ack_and_pairing_goes_on() {
+    let mut c = Conn::new(1030, 1, 1);
+    c.handshake();
+    c.send(true, b"POST /1 HTTP/1.1\r\nHost: h\r\nContent-Length: 30\r\n\r\n");
+    c.send(true, b"0123456789");
+    let _lost = c.seg(true, b"abcdefghij"); // the capture never saw it
+    c.send(true, b"ABCDEFGHIJ");
+    c.send(false, &ok("one"));
+    c.send(true, b"GET /2 HTTP/1.1\r\nHost: h\r\n\r\n");
+    c.send(false, &ok("two"));
+    c.fin();
+    let (stats, cases) = record(eth(&c.pkts));
+    assert_eq!(stats.responses_without_request, 0, "{stats:?}");
+    assert_eq!(stats.requests_without_response, 0);
+    let ex = exchanges(&cases);
+    let find = |target: &str| {
+        ex.iter().find(|(x, _)| x.request.target == target).unwrap_or_else(|| panic!("{target}"))
+    };
+    let (one, flags) = find("/1");
+    assert_eq!(one.response.as_ref().unwrap().body.as_bytes(), b"one");
+    assert_eq!(one.request.body.as_bytes(), b"0123456789ABCDEFGHIJ", "what was captured, around the hole");
+    assert!(flags.contains(&Flag::TcpGap { bytes_missing: 10 }), "{flags:?}");
+    let (two, flags) = find("/2");
+    assert_eq!(two.response.as_ref().unwrap().body.as_bytes(), b"two");
+    assert!(flags.is_empty(), "{flags:?}");
+    assert_eq!((stats.tcp.gaps, stats.tcp.bytes_missing, stats.tcp.forced_gaps), (1, 10, 0));
 }
 
 #[test]

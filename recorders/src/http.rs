@@ -210,7 +210,16 @@ pub struct HttpConn {
     pub heads_incomplete: u64,
     budget: BodyBudget,
     heads: Rc<Cell<usize>>,
+    /// Bytes still to search for a message start before deciding the connection is not HTTP:
+    /// [`MID_STREAM_SEARCH`] for a connection seen without its SYN (the capture began inside
+    /// a message), 0 otherwise (its first bytes decide).
+    search_left: usize,
+    /// Bytes searched so far without finding a start (skipped, if it turns out to be HTTP).
+    searched: usize,
 }
+
+/// How far into a connection seen mid-stream a message start is looked for.
+pub const MID_STREAM_SEARCH: usize = 64 << 10;
 
 impl Drop for HttpConn {
     fn drop(&mut self) {
@@ -317,7 +326,17 @@ impl HttpConn {
             heads_incomplete: 0,
             budget: budgets.bodies,
             heads: budgets.heads,
+            search_left: 0,
+            searched: 0,
         }
+    }
+
+    /// A connection whose start the capture did not see: its first bytes may be the end of a
+    /// message, so the start of the next one is looked for, within [`MID_STREAM_SEARCH`] bytes,
+    /// before it is taken for another protocol.
+    pub fn seen_mid_stream(mut self) -> HttpConn {
+        self.search_left = MID_STREAM_SEARCH;
+        self
     }
 
     /// What the connection is.
@@ -326,17 +345,36 @@ impl HttpConn {
     }
 
     /// In-order bytes from one side.
-    pub fn data(&mut self, side: Side, bytes: &[u8], origin: Origin, out: &mut Vec<HttpEvent>) {
+    pub fn data(&mut self, side: Side, mut bytes: &[u8], origin: Origin, out: &mut Vec<HttpEvent>) {
         if self.mode == Mode::Detecting {
             self.mode = if looks_like_request(bytes) {
                 Mode::Http { client: side }
             } else if looks_like_response(bytes) {
                 Mode::Http { client: side.other() }
+            } else if self.search_left > 0 {
+                // Seen mid-stream: a request or status line after a line break starts the
+                // next message; what comes before it (the end of one) is skipped and counted.
+                let at = |request: bool| find_start(bytes, request).map(|i| (i, request));
+                match [at(true), at(false)].into_iter().flatten().min() {
+                    Some((i, request)) => {
+                        // Searched past: the end of a message (its start was before the capture).
+                        self.searched += i;
+                        bytes = &bytes[i..];
+                        Mode::Http { client: if request { side } else { side.other() } }
+                    }
+                    None if bytes.len() < self.search_left => {
+                        self.search_left -= bytes.len();
+                        self.searched += bytes.len();
+                        return;
+                    }
+                    None => Mode::NotHttp,
+                }
             } else {
                 Mode::NotHttp
             };
         }
         let Mode::Http { client } = self.mode else { return };
+        self.skipped += std::mem::take(&mut self.searched) as u64;
         self.feed(side, side == client, bytes, origin, out);
     }
 
@@ -559,9 +597,13 @@ impl HttpConn {
                         Err(()) => {
                             self.malformed += 1;
                             let p = &mut self.parsers[idx(side)];
-                            self.skipped += p.buf.len() as u64;
+                            // The next message may start later in these same bytes (junk, then
+                            // a request line): the search resumes just past the bad start, not
+                            // at the end of the segment.
+                            let past = usize::from(before == 0);
+                            self.skipped += (before + past) as u64;
                             release_head(&self.heads, &mut p.buf);
-                            bytes = &bytes[take..];
+                            bytes = &bytes[past..];
                             // Its packets were counted as HTTP already: the connection stays HTTP,
                             // and the skipped bytes and malformed head are counted instead.
                             p.state = State::Resync;

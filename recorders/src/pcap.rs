@@ -156,6 +156,8 @@ struct Conn {
     /// Made at the first payload byte: a connection that never carries any (a port scan's
     /// SYNs) costs only this small struct.
     http: Option<Box<HttpConn>>,
+    /// The capture did not see its SYN.
+    mid_stream: bool,
     server: (IpAddr, u16),
     held: Held,
 }
@@ -176,15 +178,22 @@ struct Sink {
 }
 
 impl StreamSink for Sink {
-    fn open(&mut self, conn: u64, _a: (IpAddr, u16), b: (IpAddr, u16), _syn_seen: bool) {
-        self.conns.insert(conn, Conn { http: None, server: b, held: Held { packets: Vec::new() } });
+    fn open(&mut self, conn: u64, _a: (IpAddr, u16), b: (IpAddr, u16), syn_seen: bool) {
+        self.conns.insert(
+            conn,
+            Conn { http: None, mid_stream: !syn_seen, server: b, held: Held { packets: Vec::new() } },
+        );
     }
 
     fn data(&mut self, conn: u64, side: Side, bytes: &[u8], origin: Origin) {
         if let Some(c) = self.conns.get_mut(&conn) {
             let mut out = Vec::new();
             let (limits, budgets) = (self.limits, &self.budgets);
-            let http = c.http.get_or_insert_with(|| Box::new(HttpConn::new(limits, budgets.clone())));
+            let mid_stream = c.mid_stream;
+            let http = c.http.get_or_insert_with(|| {
+                let h = HttpConn::new(limits, budgets.clone());
+                Box::new(if mid_stream { h.seen_mid_stream() } else { h })
+            });
             http.data(side, bytes, origin, &mut out);
             self.events.extend(out.into_iter().map(|e| (conn, e)));
         }

@@ -406,8 +406,19 @@ impl Redactor {
 
     /// Whether a query parameter's value is redacted by its name.
     fn query_listed(&self, name: &str) -> bool {
-        let name = percent_decoded(name);
-        self.query.iter().any(|q| q.as_bytes().eq_ignore_ascii_case(&name))
+        if name.contains('%') {
+            let name = percent_decoded(name);
+            return self.query.iter().any(|q| q.as_bytes().eq_ignore_ascii_case(&name));
+        }
+        // Most names are ruled out by their length, without a copy.
+        self.query.iter().any(|q| q.len() == name.len() && q.eq_ignore_ascii_case(name))
+    }
+
+    /// Whether a `name=value` pair's value is redacted by its name (and not a placeholder yet).
+    fn query_secret(&self, pair: &str) -> bool {
+        pair.split_once('=').is_some_and(|(name, value)| {
+            !value.is_empty() && !value.starts_with("[redacted:") && self.query_listed(name)
+        })
     }
 
     /// Redacts a request target in place: the values of credential query parameters by name,
@@ -415,29 +426,27 @@ impl Redactor {
     fn target(&self, target: &mut String) -> bool {
         let mut changed = false;
         let by_name = target.split_once('?').and_then(|(path, query)| {
+            // Most targets hold no credential parameter: that is settled without a copy.
+            if !query.split('&').any(|pair| self.query_secret(pair)) {
+                return None;
+            }
             let mut out = String::with_capacity(target.len() + 16);
             out.push_str(path);
             out.push('?');
-            let mut any = false;
             for (i, pair) in query.split('&').enumerate() {
                 if i > 0 {
                     out.push('&');
                 }
                 match pair.split_once('=') {
-                    Some((name, value))
-                        if !value.is_empty()
-                            && !value.starts_with("[redacted:")
-                            && self.query_listed(name) =>
-                    {
+                    Some((name, value)) if self.query_secret(pair) => {
                         out.push_str(name);
                         out.push('=');
                         out.push_str(&self.placeholder(&percent_decoded(value)));
-                        any = true;
                     }
                     _ => out.push_str(pair),
                 }
             }
-            any.then_some(out)
+            Some(out)
         });
         if let Some(out) = by_name {
             *target = out;
@@ -801,13 +810,12 @@ impl Redactor {
                 let r = &x.request;
                 look(&mut found, "request target", r.target.as_bytes());
                 if let Some((_, query)) = r.target.split_once('?') {
-                    for (name, value) in query.split('&').filter_map(|p| p.split_once('=')) {
-                        if !value.is_empty() && !value.starts_with("[redacted:") && self.query_listed(name) {
-                            found.push((
-                                format!("request target parameter {name}"),
-                                "a value in a secret parameter".into(),
-                            ));
-                        }
+                    for pair in query.split('&').filter(|p| self.query_secret(p)) {
+                        let name = pair.split('=').next().unwrap_or_default();
+                        found.push((
+                            format!("request target parameter {name}"),
+                            "a value in a secret parameter".into(),
+                        ));
                     }
                 }
                 headers(&mut found, "request header", &r.headers);

@@ -282,6 +282,49 @@ fn a_hole_past_the_end_of_a_body_flags_what_follows_it() {
     assert_eq!(stats.tcp.bytes_missing, 5 + r2.len() as u64);
 }
 
+/// Audit finding (session 15): a keep-alive connection the capture began in the middle of a
+/// body was taken for another protocol for good, its later exchanges lost to packet cases.
+#[test]
+fn a_connection_seen_mid_message_is_found_to_be_http_at_its_next_message() {
+    let mut c = Conn::new(1032, 5000, 9000); // no handshake: the capture starts here
+    c.send(true, b"\"tail of a body the capture missed the start of\"}");
+    c.send(true, b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+    c.send(false, &ok("next"));
+    c.send(true, b"...more}\nGET /third HTTP/1.1\r\nHost: h\r\n\r\n"); // inside one segment
+    c.send(false, &ok("third"));
+    c.fin();
+    let (stats, cases) = record(eth(&c.pkts));
+    let x = exchanges(&cases);
+    let targets: Vec<&str> = x.iter().map(|(e, _)| e.request.target.as_str()).collect();
+    assert_eq!(targets, ["/next", "/third"], "{x:?}");
+    assert_eq!(x[0].0.response.as_ref().unwrap().body.as_bytes(), b"next");
+    assert_eq!(stats.tcp.without_syn, 1);
+    assert!(
+        stats.http_bytes_skipped >= 49,
+        "the tail before it is counted as skipped: {}",
+        stats.http_bytes_skipped
+    );
+
+    // The same tail, then a message start after a line break in the same segment.
+    let mut c = Conn::new(1033, 5000, 9000);
+    c.send(true, b"end of a previous body\r\nPOST /p HTTP/1.1\r\nContent-Length: 2\r\n\r\nok");
+    c.send(false, &ok("posted")).fin();
+    let (_, cases) = record(eth(&c.pkts));
+    let x = exchanges(&cases);
+    assert_eq!(x.len(), 1, "{x:?}");
+    assert_eq!(x[0].0.request.target, "/p");
+
+    // Seen mid-stream and never HTTP: still packet cases once the search bound is passed.
+    let mut c = Conn::new(1034, 5000, 9000);
+    for _ in 0..70 {
+        c.send(true, &[0x42u8; 1000]);
+    }
+    c.fin();
+    let (stats, cases) = record(eth(&c.pkts));
+    assert!(exchanges(&cases).is_empty());
+    assert!(stats.disposition.packet_cases > 0, "{:?}", stats.disposition);
+}
+
 #[test]
 fn a_reset_in_the_middle_of_a_body_keeps_what_came() {
     let mut c = Conn::new(1005, 1, 1);

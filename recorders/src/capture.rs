@@ -32,6 +32,9 @@ pub struct RawPacket<'a> {
     pub interface: Option<u32>,
 }
 
+/// Interfaces described in one pcapng section, at most (real captures have a handful).
+pub const MAX_INTERFACES: usize = 4096;
+
 /// Something wrong in a capture that reading survived.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaptureWarning {
@@ -429,6 +432,17 @@ impl<R: Read> CaptureReader<R> {
                     let bad_res = iface.ticks_per_sec == 0;
                     if bad_res {
                         iface.ticks_per_sec = 1_000_000;
+                    }
+                    if interfaces.len() >= MAX_INTERFACES {
+                        // Bounded whatever the file: a flood of description blocks would grow
+                        // this list by 24 bytes per 20-byte block. Packets on interfaces past
+                        // the bound are skipped with a warning, as on an undescribed one.
+                        self.consume(blen);
+                        let w = self.warning(
+                            "bad_block",
+                            format!("more than {MAX_INTERFACES} interfaces in one section; this one ignored"),
+                        );
+                        return Ok(Some(Step::Warning(w)));
                     }
                     interfaces.push(iface);
                     self.consume(blen);

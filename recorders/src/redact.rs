@@ -422,8 +422,9 @@ impl Redactor {
     }
 
     /// Redacts a request target in place: the values of credential query parameters by name,
-    /// then the secret patterns over the whole target. Returns whether it changed.
-    fn target(&self, target: &mut String) -> bool {
+    /// then, when `patterns` (the literal screen found something), the secret patterns over the
+    /// whole target. Returns whether it changed.
+    fn target(&self, target: &mut String, patterns: bool) -> bool {
         let mut changed = false;
         let by_name = target.split_once('?').and_then(|(path, query)| {
             // Most targets hold no credential parameter: that is settled without a copy.
@@ -452,7 +453,7 @@ impl Redactor {
             *target = out;
             changed = true;
         }
-        if let Some(r) = self.redact_text(target) {
+        if patterns && let Some(r) = self.redact_text(target) {
             *target = r;
             changed = true;
         }
@@ -516,6 +517,15 @@ impl Redactor {
 
     /// Redacts headers in place; returns the names changed.
     fn headers(&self, headers: &mut [Header]) -> Vec<String> {
+        if headers.is_empty() {
+            return Vec::new();
+        }
+        self.headers_screening(headers, None).0
+    }
+
+    /// [`Redactor::headers`], screening `extra` (a request target) in the same literal scan;
+    /// also returns whether that screen hit, that is whether `extra` needs the patterns.
+    fn headers_screening(&self, headers: &mut [Header], extra: Option<&str>) -> (Vec<String>, bool) {
         // The values left to the patterns are screened together: one literal scan over all of
         // them, each followed by a newline, instead of one per value (a dozen short scans a
         // message, each paying the searcher's set-up). A literal in one value is a literal in
@@ -537,6 +547,9 @@ impl Redactor {
                     screen.extend_from_slice(h.1.as_bytes());
                     screen.push(b'\n');
                 }
+                if let Some(x) = extra {
+                    screen.extend_from_slice(x.as_bytes());
+                }
                 let hit = self.suspect(&screen);
                 if screen.capacity() > 64 << 10 {
                     *screen = Vec::new();
@@ -557,7 +570,7 @@ impl Redactor {
                 changed.push(h.0.as_str().to_ascii_lowercase());
             }
         }
-        changed
+        (changed, each)
     }
 
     /// Redacts a body given its headers: decoded, redacted, and if anything changed stored
@@ -708,12 +721,13 @@ impl Redactor {
         let mut fields = Vec::new();
         match data {
             CaseData::Http(x) => {
-                if self.target(&mut x.request.target) {
+                // The target is screened with the header values: one literal scan for both.
+                let (changed, screen_hit) =
+                    self.headers_screening(&mut x.request.headers, Some(&x.request.target));
+                fields.extend(changed.into_iter().map(|h| format!("request header {h}")));
+                if self.target(&mut x.request.target, screen_hit) {
                     fields.push("request target".into());
                 }
-                fields.extend(
-                    self.headers(&mut x.request.headers).into_iter().map(|h| format!("request header {h}")),
-                );
                 fields.extend(
                     self.headers(&mut x.request.trailers).into_iter().map(|h| format!("request trailer {h}")),
                 );

@@ -633,6 +633,43 @@ fn a_hole_in_a_request_body_is_settled_by_the_servers_ack_and_pairing_goes_on() 
     assert_eq!((stats.tcp.gaps, stats.tcp.bytes_missing, stats.tcp.forced_gaps), (1, 10, 0));
 }
 
+/// Audit finding (session 15): the interface list grew with every description block, 24 bytes
+/// per 20-byte block, whatever the file's size. Past recorders::capture::MAX_INTERFACES they
+/// are ignored with a warning; packets on the ones kept still read.
+#[test]
+fn a_flood_of_interface_descriptions_is_bounded() {
+    let mut udp = Vec::new();
+    PacketBuilder::ipv4(C, S, 64).udp(1, 2).write(&mut udp, b"u").unwrap();
+    let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+    let n = recorders::capture::MAX_INTERFACES + 1000;
+    for _ in 0..n {
+        w.write_pcapng_block(InterfaceDescriptionBlock {
+            linktype: DataLink::RAW,
+            snaplen: 0,
+            options: vec![],
+        })
+        .unwrap();
+    }
+    for interface_id in [3, recorders::capture::MAX_INTERFACES as u32 + 10] {
+        let epb = EnhancedPacketBlock {
+            interface_id,
+            timestamp: Duration::from_micros(1),
+            original_len: udp.len() as u32,
+            data: udp.as_slice().into(),
+            options: vec![],
+        };
+        w.write_pcapng_block(epb).unwrap();
+    }
+    let (stats, _) = record(w.into_inner());
+    assert_eq!(stats.udp, 1, "the packet on interface 3 is read, the one past the bound skipped");
+    assert_eq!(stats.capture_warnings.get("bad_block"), Some(&1001), "{:?}", stats.capture_warnings);
+    assert!(
+        stats.warnings[0].contains("interfaces in one section; this one ignored"),
+        "{:?}",
+        stats.warnings[0]
+    );
+}
+
 #[test]
 fn bad_input_names_the_offset_and_packet_and_keeps_what_came_before() {
     let mut c = Conn::new(1016, 1, 1);

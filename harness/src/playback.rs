@@ -469,6 +469,38 @@ mod tests {
         }
     }
 
+    /// The README says a request matches under replay.toml's `[diff]` rules, with paths from the
+    /// body's root: an ignored `$.request_id` does not break a match (audit: untested).
+    #[test]
+    fn ignore_rules_apply_to_request_bodies_from_their_root() {
+        let recorded = Case::new(CaseData::Http(corpora::HttpExchange {
+            request: corpora::HttpRequest {
+                method: "POST".into(),
+                target: "/v1/complete".into(),
+                headers: vec![Header::new("Content-Type", "application/json")],
+                body: br#"{"request_id":"a1","prompt":"p"}"#.to_vec().into(),
+                ..corpora::HttpRequest::default()
+            },
+            response: Some(HttpResponse { status: 200, ..HttpResponse::default() }),
+            ..corpora::HttpExchange::default()
+        }));
+        let incoming = |body: &str| Incoming {
+            method: "POST".into(),
+            path: "/v1/complete".into(),
+            content_type: "application/json".into(),
+            content_encoding: String::new(),
+            body: body.as_bytes().to_vec(),
+        };
+        let other_id = incoming(r#"{"request_id":"b2","prompt":"p"}"#);
+        let plain = Playback::new(std::iter::once(recorded.clone()), Rules::default(), None, None);
+        assert!(plain.find(&other_id).is_err(), "without the rule the ids differ");
+        let rule = crate::diff::Rule::new(crate::diff::Selector::parse("$.request_id").unwrap(), (), "test");
+        let rules = Rules { ignore: vec![rule], ..Rules::default() };
+        let ignoring = Playback::new(std::iter::once(recorded), rules, None, None);
+        assert!(ignoring.find(&other_id).is_ok());
+        assert!(ignoring.find(&incoming(r#"{"request_id":"b2","prompt":"changed"}"#)).is_err());
+    }
+
     #[test]
     fn paced_parts_cover_the_body_once_in_order() {
         // Marks into the body as sent; bytes before the first mark go out with it.
